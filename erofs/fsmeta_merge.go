@@ -1,0 +1,274 @@
+package erofs
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// The merged tree of an fsmeta image is exactly what a read-only overlay
+// mount with the layers as lowerdirs (newest first) presents, so the three
+// views of a stack (multi-device mount, flat mount, overlay of the layers)
+// agree entry by entry. The rules, from overlayfs' lookup and readdir:
+//
+//   - Names in a merged dir are the union over the layers in the dir's stack;
+//     the topmost layer that has a name decides what it is.
+//   - A whiteout (char device 0:0) as the topmost entry deletes the name.
+//   - A non-directory hides every lower entry of that name.
+//   - A directory merges with the directories of the same name below it,
+//     down to the first layer where the name is a whiteout or non-dir, or
+//     down to and including the first opaque directory; its metadata comes
+//     from the topmost one.
+//   - The root merges all layers (overlayfs never consults opacity there).
+//   - trusted.overlay.* xattrs are overlayfs' private bookkeeping: they are
+//     consumed, never copied. user.overlay.* is private only in userxattr
+//     mode, which our layers never use, so it is ordinary data here.
+
+// overlayXattrPrefix marks overlayfs' private xattrs in our layers.
+const overlayXattrPrefix = "trusted.overlay."
+
+// overlayOpaqueXattr with value "y" makes a directory opaque.
+const overlayOpaqueXattr = overlayXattrPrefix + "opaque"
+
+// layerFS is what the merge needs of a layer image; *Image provides it.
+// Keeping it an interface lets the merge rules be tested on synthetic
+// layers that no mkfs could produce.
+type layerFS interface {
+	ReadDir(name string) ([]fs.DirEntry, error)
+	Lstat(name string) (fs.FileInfo, error)
+	ReadLink(name string) (string, error)
+	Open(name string) (fs.File, error)
+	Extents(ino *Inode) ([]Extent, error)
+}
+
+// mergedNode is one entry of the merged tree. It is kept small because a
+// merged tree of a million entries lives in memory at once.
+type mergedNode struct {
+	name  string
+	layer int    // index (oldest first) of the layer the entry comes from
+	ino   *Inode // its inode in that layer, overlay xattrs already removed
+	kids  []*mergedNode
+	// link is the first surviving path of a hardlink group; the group's
+	// other members carry link and share its fsmeta inode.
+	link  *mergedNode
+	nlink uint32 // surviving links (on the group's first member)
+}
+
+func (n *mergedNode) isDir() bool { return n.ino.Mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// hardlinkKey identifies one inode of one layer.
+type hardlinkKey struct {
+	layer int
+	nid   uint64
+}
+
+// mergeStats counts what the merge saw, for the caller's report.
+type mergeStats struct {
+	Entries   int // merged entries incl. root
+	Inodes    int // distinct inodes (hardlinks counted once)
+	Whiteouts int // whiteouts applied (names hidden)
+}
+
+// mergeLayers builds the merged tree of layers (oldest first).
+func mergeLayers(ctx context.Context, layers []layerFS) (*mergedNode, mergeStats, error) {
+	var st mergeStats
+	if len(layers) == 0 {
+		return nil, st, fmt.Errorf("erofs: fsmeta needs at least one layer")
+	}
+	top := len(layers) - 1
+	rootInfo, err := layers[top].Lstat(".")
+	if err != nil {
+		return nil, st, fmt.Errorf("erofs: layer %d: root: %w", top, err)
+	}
+	rootIno, err := inodeOf(rootInfo, top, ".")
+	if err != nil {
+		return nil, st, err
+	}
+	stack := make([]int, 0, len(layers))
+	for i := top; i >= 0; i-- {
+		stack = append(stack, i)
+	}
+	root := &mergedNode{name: "", layer: top, ino: stripOverlayXattrs(rootIno), nlink: 1}
+	m := &merger{ctx: ctx, layers: layers, links: map[hardlinkKey]*mergedNode{}}
+	if err := m.mergeDir(root, ".", stack); err != nil {
+		return nil, st, err
+	}
+	m.stats.Entries++
+	m.stats.Inodes++
+	return root, m.stats, nil
+}
+
+type merger struct {
+	ctx    context.Context
+	layers []layerFS
+	links  map[hardlinkKey]*mergedNode
+	stats  mergeStats
+}
+
+// candidate is a name of a merged dir while its layers are being read.
+type candidate struct {
+	layer  int
+	entry  fs.DirEntry
+	dir    bool
+	stack  []int // for a dir: layers whose dir of this name merges, top first
+	closed bool  // no lower layer can contribute any more
+	gone   bool  // topmost entry is a whiteout
+}
+
+// mergeDir fills dir.kids from the directory p of the layers in stack (top
+// first) and recurses. Recursion depth is the tree depth, bounded by
+// PATH_MAX, so it cannot overflow the goroutine stack.
+func (m *merger) mergeDir(dir *mergedNode, p string, stack []int) error {
+	if err := m.ctx.Err(); err != nil {
+		return err
+	}
+	cands := map[string]*candidate{}
+	var names []string
+	for _, li := range stack {
+		ents, err := m.layers[li].ReadDir(p)
+		if err != nil {
+			return fmt.Errorf("erofs: layer %d: read dir %q: %w", li, p, err)
+		}
+		for _, e := range ents {
+			c := cands[e.Name()]
+			if c == nil {
+				c = &candidate{layer: li, entry: e}
+				wo, err := m.isWhiteout(li, p, e)
+				if err != nil {
+					return err
+				}
+				switch {
+				case wo:
+					c.gone, c.closed = true, true
+				case e.IsDir():
+					c.dir = true
+					c.stack = []int{li}
+					opq, err := m.isOpaque(li, path.Join(p, e.Name()))
+					if err != nil {
+						return err
+					}
+					c.closed = opq
+				default:
+					c.closed = true
+				}
+				cands[e.Name()] = c
+				names = append(names, e.Name())
+				continue
+			}
+			if c.closed {
+				continue
+			}
+			// c is a dir still open to lower layers.
+			if !e.IsDir() {
+				c.closed = true // a lower whiteout or non-dir ends the stack
+				continue
+			}
+			c.stack = append(c.stack, li)
+			opq, err := m.isOpaque(li, path.Join(p, e.Name()))
+			if err != nil {
+				return err
+			}
+			c.closed = opq
+		}
+	}
+	slices.Sort(names)
+	dir.kids = make([]*mergedNode, 0, len(names))
+	for _, name := range names {
+		c := cands[name]
+		delete(cands, name) // let the candidate go as soon as it is used
+		if c.gone {
+			m.stats.Whiteouts++
+			continue
+		}
+		cp := path.Join(p, name)
+		info, err := c.entry.Info()
+		if err != nil {
+			return fmt.Errorf("erofs: layer %d: %q: %w", c.layer, cp, err)
+		}
+		ino, err := inodeOf(info, c.layer, cp)
+		if err != nil {
+			return err
+		}
+		n := &mergedNode{name: name, layer: c.layer, ino: stripOverlayXattrs(ino), nlink: 1}
+		m.stats.Entries++
+		if !c.dir && ino.Nlink > 1 {
+			k := hardlinkKey{c.layer, ino.Nid}
+			if first := m.links[k]; first != nil {
+				n.link = first
+				first.nlink++
+			} else {
+				m.links[k] = n
+				m.stats.Inodes++
+			}
+		} else {
+			m.stats.Inodes++
+		}
+		dir.kids = append(dir.kids, n)
+		if c.dir {
+			if err := m.mergeDir(n, cp, c.stack); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// isWhiteout reports whether e is an overlay whiteout: a char device 0:0.
+// Only char devices need their inode read.
+func (m *merger) isWhiteout(layer int, dir string, e fs.DirEntry) (bool, error) {
+	if e.Type()&fs.ModeCharDevice == 0 {
+		return false, nil
+	}
+	info, err := e.Info()
+	if err != nil {
+		return false, fmt.Errorf("erofs: layer %d: %q: %w", layer, path.Join(dir, e.Name()), err)
+	}
+	ino, err := inodeOf(info, layer, path.Join(dir, e.Name()))
+	if err != nil {
+		return false, err
+	}
+	return ino.Rdev == 0, nil
+}
+
+// isOpaque reports whether the directory p of a layer is opaque.
+func (m *merger) isOpaque(layer int, p string) (bool, error) {
+	info, err := m.layers[layer].Lstat(p)
+	if err != nil {
+		return false, fmt.Errorf("erofs: layer %d: %q: %w", layer, p, err)
+	}
+	ino, err := inodeOf(info, layer, p)
+	if err != nil {
+		return false, err
+	}
+	for _, x := range ino.Xattrs {
+		if x.Name == overlayOpaqueXattr {
+			return string(x.Value) == "y", nil
+		}
+	}
+	return false, nil
+}
+
+func inodeOf(info fs.FileInfo, layer int, p string) (*Inode, error) {
+	ino, ok := info.Sys().(*Inode)
+	if !ok || ino == nil {
+		return nil, fmt.Errorf("erofs: layer %d: %q: no inode behind the file info", layer, p)
+	}
+	return ino, nil
+}
+
+// stripOverlayXattrs returns ino without overlayfs' private xattrs. The
+// layer's Inode is copied only when something must be removed.
+func stripOverlayXattrs(ino *Inode) *Inode {
+	if !slices.ContainsFunc(ino.Xattrs, isOverlayXattr) {
+		return ino
+	}
+	c := *ino
+	c.Xattrs = slices.DeleteFunc(slices.Clone(ino.Xattrs), isOverlayXattr)
+	return &c
+}
+
+func isOverlayXattr(x Xattr) bool { return strings.HasPrefix(x.Name, overlayXattrPrefix) }
