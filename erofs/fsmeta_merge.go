@@ -45,21 +45,6 @@ type layerFS interface {
 	Extents(ino *Inode) ([]Extent, error)
 }
 
-// mergedNode is one entry of the merged tree. It is kept small because a
-// merged tree of a million entries lives in memory at once.
-type mergedNode struct {
-	name  string
-	layer int    // index (oldest first) of the layer the entry comes from
-	ino   *Inode // its inode in that layer, overlay xattrs already removed
-	kids  []*mergedNode
-	// link is the first surviving path of a hardlink group; the group's
-	// other members carry link and share its fsmeta inode.
-	link  *mergedNode
-	nlink uint32 // surviving links (on the group's first member)
-}
-
-func (n *mergedNode) isDir() bool { return n.ino.Mode&syscall.S_IFMT == syscall.S_IFDIR }
-
 // hardlinkKey identifies one inode of one layer.
 type hardlinkKey struct {
 	layer int
@@ -68,13 +53,19 @@ type hardlinkKey struct {
 
 // mergeStats counts what the merge saw, for the caller's report.
 type mergeStats struct {
-	Entries   int // merged entries incl. root
-	Inodes    int // distinct inodes (hardlinks counted once)
-	Whiteouts int // whiteouts applied (names hidden)
+	Entries   int // merged names, root excluded
+	Inodes    int // distinct inodes, root included (hardlinks counted once)
+	Whiteouts int // names a whiteout hid
 }
 
-// mergeLayers builds the merged tree of layers (oldest first).
-func mergeLayers(ctx context.Context, layers []layerFS) (*mergedNode, mergeStats, error) {
+// dataFunc returns how the merged image finds the contents of a regular
+// file or symlink that the merge takes from layer at path p.
+type dataFunc func(layer int, p string, ino *Inode) (Data, error)
+
+// mergeLayers builds the merged tree of layers (oldest first) as a Tree
+// ready for WriteImage. Nothing but the Tree is kept per entry, so memory
+// grows with the merged entries, not with layers × entries.
+func mergeLayers(ctx context.Context, layers []layerFS, data dataFunc) (*Tree, mergeStats, error) {
 	var st mergeStats
 	if len(layers) == 0 {
 		return nil, st, fmt.Errorf("erofs: fsmeta needs at least one layer")
@@ -92,20 +83,33 @@ func mergeLayers(ctx context.Context, layers []layerFS) (*mergedNode, mergeStats
 	for i := top; i >= 0; i-- {
 		stack = append(stack, i)
 	}
-	root := &mergedNode{name: "", layer: top, ino: stripOverlayXattrs(rootIno), nlink: 1}
-	m := &merger{ctx: ctx, layers: layers, links: map[hardlinkKey]*mergedNode{}}
+	m := &merger{ctx: ctx, layers: layers, data: data, tree: NewTree(), links: map[hardlinkKey]*Node{}}
+	root := m.tree.Root()
+	fillNode(root, rootIno)
+	root.Implicit = false
 	if err := m.mergeDir(root, ".", stack); err != nil {
 		return nil, st, err
 	}
-	m.stats.Entries++
 	m.stats.Inodes++
-	return root, m.stats, nil
+	return m.tree, m.stats, nil
+}
+
+// fillNode copies an inode's metadata, minus overlayfs' private xattrs.
+func fillNode(n *Node, ino *Inode) {
+	n.Mode, n.UID, n.GID = ino.Mode, ino.UID, ino.GID
+	n.Mtime, n.MtimeNsec, n.Rdev = ino.Mtime, ino.MtimeNsec, ino.Rdev
+	n.Xattrs = ino.Xattrs
+	if slices.ContainsFunc(ino.Xattrs, isOverlayXattr) {
+		n.Xattrs = slices.DeleteFunc(slices.Clone(ino.Xattrs), isOverlayXattr)
+	}
 }
 
 type merger struct {
 	ctx    context.Context
 	layers []layerFS
-	links  map[hardlinkKey]*mergedNode
+	data   dataFunc
+	tree   *Tree
+	links  map[hardlinkKey]*Node
 	stats  mergeStats
 }
 
@@ -122,7 +126,7 @@ type candidate struct {
 // mergeDir fills dir.kids from the directory p of the layers in stack (top
 // first) and recurses. Recursion depth is the tree depth, bounded by
 // PATH_MAX, so it cannot overflow the goroutine stack.
-func (m *merger) mergeDir(dir *mergedNode, p string, stack []int) error {
+func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 	if err := m.ctx.Err(); err != nil {
 		return err
 	}
@@ -175,8 +179,7 @@ func (m *merger) mergeDir(dir *mergedNode, p string, stack []int) error {
 			c.closed = opq
 		}
 	}
-	slices.Sort(names)
-	dir.kids = make([]*mergedNode, 0, len(names))
+	slices.Sort(names) // deterministic hardlink and error order
 	for _, name := range names {
 		c := cands[name]
 		delete(cands, name) // let the candidate go as soon as it is used
@@ -193,21 +196,31 @@ func (m *merger) mergeDir(dir *mergedNode, p string, stack []int) error {
 		if err != nil {
 			return err
 		}
-		n := &mergedNode{name: name, layer: c.layer, ino: stripOverlayXattrs(ino), nlink: 1}
 		m.stats.Entries++
+		var n *Node
 		if !c.dir && ino.Nlink > 1 {
 			k := hardlinkKey{c.layer, ino.Nid}
-			if first := m.links[k]; first != nil {
-				n.link = first
-				first.nlink++
-			} else {
+			n = m.links[k]
+			if n == nil {
+				n = &Node{}
 				m.links[k] = n
-				m.stats.Inodes++
 			}
-		} else {
-			m.stats.Inodes++
 		}
-		dir.kids = append(dir.kids, n)
+		if n == nil || n.Mode == 0 { // a new inode, not another name of one
+			if n == nil {
+				n = &Node{}
+			}
+			fillNode(n, ino)
+			m.stats.Inodes++
+			if t := ino.Mode & syscall.S_IFMT; t == syscall.S_IFREG || t == syscall.S_IFLNK {
+				if n.Data, err = m.data(c.layer, cp, ino); err != nil {
+					return fmt.Errorf("erofs: layer %d: %q: %w", c.layer, cp, err)
+				}
+			}
+		}
+		if err := m.tree.Link(dir, name, n); err != nil {
+			return fmt.Errorf("erofs: layer %d: %q: %w", c.layer, cp, err)
+		}
 		if c.dir {
 			if err := m.mergeDir(n, cp, c.stack); err != nil {
 				return err
@@ -258,17 +271,6 @@ func inodeOf(info fs.FileInfo, layer int, p string) (*Inode, error) {
 		return nil, fmt.Errorf("erofs: layer %d: %q: no inode behind the file info", layer, p)
 	}
 	return ino, nil
-}
-
-// stripOverlayXattrs returns ino without overlayfs' private xattrs. The
-// layer's Inode is copied only when something must be removed.
-func stripOverlayXattrs(ino *Inode) *Inode {
-	if !slices.ContainsFunc(ino.Xattrs, isOverlayXattr) {
-		return ino
-	}
-	c := *ino
-	c.Xattrs = slices.DeleteFunc(slices.Clone(ino.Xattrs), isOverlayXattr)
-	return &c
 }
 
 func isOverlayXattr(x Xattr) bool { return strings.HasPrefix(x.Name, overlayXattrPrefix) }

@@ -10,32 +10,72 @@ import (
 	"testing"
 )
 
-// dumpMerged renders a merged tree as sorted "path type layer [nlink]" lines.
-func dumpMerged(n *mergedNode, p string, out *[]string) {
-	for _, k := range n.kids {
-		kp := path.Join(p, k.name)
-		typ := "f"
-		switch k.ino.Mode & syscall.S_IFMT {
-		case syscall.S_IFDIR:
-			typ = "d"
-		case syscall.S_IFLNK:
-			typ = "l"
-		case syscall.S_IFCHR:
-			typ = "c"
+// dumpMerged renders a merged tree as sorted "path type layer [links]"
+// lines; fake layers stamp each inode's Mtime with the layer index.
+func dumpMerged(t *Tree) []string {
+	kids := map[*Node][]string{}
+	byName := map[*Node]map[string]*Node{}
+	for k, n := range t.entries {
+		kids[k.parent] = append(kids[k.parent], k.name)
+		if byName[k.parent] == nil {
+			byName[k.parent] = map[string]*Node{}
 		}
-		line := fmt.Sprintf("%s %s L%d", kp, typ, k.layer)
-		if k.link != nil {
-			line += " ->" + k.link.name
-		} else if k.nlink > 1 {
-			line += fmt.Sprintf(" n%d", k.nlink)
-		}
-		if slices.ContainsFunc(k.ino.Xattrs, isOverlayXattr) {
-			line += " LEAKED-OVERLAY-XATTR"
-		}
-		*out = append(*out, line)
-		dumpMerged(k, kp, out)
+		byName[k.parent][k.name] = n
 	}
+	first := map[*Node]string{}
+	links := map[*Node]int{}
+	var out []string
+	var walk func(d *Node, p string)
+	walk = func(d *Node, p string) {
+		names := kids[d]
+		slices.Sort(names)
+		for _, name := range names {
+			n := byName[d][name]
+			kp := path.Join(p, name)
+			typ := "f"
+			switch n.Mode & syscall.S_IFMT {
+			case syscall.S_IFDIR:
+				typ = "d"
+			case syscall.S_IFLNK:
+				typ = "l"
+			case syscall.S_IFCHR:
+				typ = "c"
+			}
+			line := fmt.Sprintf("%s %s L%d", kp, typ, n.Mtime)
+			if f, ok := first[n]; ok {
+				line += " ->" + f
+			} else {
+				first[n] = kp
+			}
+			links[n]++
+			if slices.ContainsFunc(n.Xattrs, isOverlayXattr) {
+				line += " LEAKED-OVERLAY-XATTR"
+			}
+			out = append(out, line)
+			if n.IsDir() {
+				walk(n, kp)
+			}
+		}
+	}
+	walk(t.Root(), "")
+	for i, l := range out {
+		f := strings.Fields(l)
+		if n := links[byPath(t, f[0])]; n > 1 && len(f) == 3 {
+			out[i] = fmt.Sprintf("%s n%d", l, n)
+		}
+	}
+	return out
 }
+
+func byPath(t *Tree, p string) *Node {
+	n := t.Root()
+	for _, c := range strings.Split(p, "/") {
+		n = t.Lookup(n, c)
+	}
+	return n
+}
+
+func noData(int, string, *Inode) (Data, error) { return Data{}, nil }
 
 func TestMergeLayers(t *testing.T) {
 	for _, tc := range []struct {
@@ -111,31 +151,34 @@ func TestMergeLayers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var layers []layerFS
-			for _, specs := range tc.layers {
-				layers = append(layers, newFakeLayer(specs...))
+			for i, specs := range tc.layers {
+				l := newFakeLayer(specs...)
+				for _, n := range l.nodes {
+					n.ino.Mtime = int64(i)
+				}
+				layers = append(layers, l)
 			}
-			root, _, err := mergeLayers(context.Background(), layers)
+			tree, _, err := mergeLayers(context.Background(), layers, noData)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			dumpMerged(root, "", &got)
+			got := dumpMerged(tree)
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("merged tree:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
-			if root.layer != len(layers)-1 {
-				t.Errorf("root from layer %d, want the top one", root.layer)
+			if r := tree.Root(); r.Mtime != int64(len(layers)-1) || r.Implicit {
+				t.Errorf("root from layer %d (implicit %v), want the top one", r.Mtime, r.Implicit)
 			}
 		})
 	}
 }
 
 func TestMergeLayersOpaqueXattrDropped(t *testing.T) {
-	root, _, err := mergeLayers(context.Background(), []layerFS{newFakeLayer("d o")})
+	tree, _, err := mergeLayers(context.Background(), []layerFS{newFakeLayer("d o")}, noData)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := root.kids[0].ino.Xattrs
+	x := byPath(tree, "d").Xattrs
 	if len(x) != 1 || x[0].Name != "user.keep" {
 		t.Errorf("xattrs %v, want only user.keep", x)
 	}

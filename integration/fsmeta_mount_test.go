@@ -1,0 +1,112 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Host helpers for the fsmeta views: loop devices, mounts, tools. Every
+// resource is released in t.Cleanup, also when the test fails.
+
+// fsmetaRequireHost skips when the test cannot run here (not root, no tool) and
+// fails instead under EROFS_REQUIRE_ASSETS=1, where everything must run.
+func fsmetaRequireHost(t *testing.T, tools ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "needs " + strings.Join(missing, ", ")
+	if os.Getenv("EROFS_REQUIRE_ASSETS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// fsmetaRepoRoot walks up from the working directory to go.mod.
+func fsmetaRepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// asset returns the path of a built test asset, or skips (fails under
+// EROFS_REQUIRE_ASSETS=1) naming the make target that builds it.
+func fsmetaAsset(t *testing.T, rel, target string) string {
+	t.Helper()
+	p := filepath.Join(fsmetaRepoRoot(t), "_output", rel)
+	if _, err := os.Stat(p); err != nil {
+		msg := p + " missing: run `make " + target + "`"
+		if os.Getenv("EROFS_REQUIRE_ASSETS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+// run runs a command with a timeout and fails t with its output on error.
+func fsmetaRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// fsmetaLoop attaches file read-only to a free loop device.
+func fsmetaLoop(t testing.TB, file string) string {
+	t.Helper()
+	dev := strings.TrimSpace(fsmetaRun(t, "losetup", "--find", "--show", "--read-only", file))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// fsmetaMount mounts src on a new dir under base and unmounts it at cleanup.
+func fsmetaMount(t testing.TB, base, name, fstype, src string, opts ...string) string {
+	t.Helper()
+	dir := filepath.Join(base, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := strings.Join(append([]string{"ro"}, opts...), ",")
+	fsmetaRun(t, "mount", "-t", fstype, "-o", o, src, dir)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
