@@ -26,19 +26,23 @@ type stackOp struct {
 	repeat int // file: repeat data this many times (big files)
 }
 
-func opFile(p, data string, mode uint32) stackOp { return stackOp{kind: "file", path: p, data: data, mode: mode} }
+func opFile(p, data string, mode uint32) stackOp {
+	return stackOp{kind: "file", path: p, data: data, mode: mode}
+}
 func opBig(p, data string, n int) stackOp {
 	return stackOp{kind: "file", path: p, data: data, mode: 0o644, repeat: n}
 }
-func opDir(p string, mode uint32) stackOp    { return stackOp{kind: "dir", path: p, mode: mode} }
-func opOpaque(p string) stackOp              { return stackOp{kind: "opaque", path: p, mode: 0o750} }
-func opWhiteout(p string) stackOp            { return stackOp{kind: "whiteout", path: p} }
-func opSymlink(p, target string) stackOp     { return stackOp{kind: "symlink", path: p, data: target} }
-func opLink(p, target string) stackOp        { return stackOp{kind: "link", path: p, data: target} }
-func opXattr(p, name, value string) stackOp  { return stackOp{kind: "xattr", path: p, data: name + "=" + value} }
-func opFifo(p string) stackOp                { return stackOp{kind: "fifo", path: p, mode: 0o600} }
-func opChr(p string) stackOp                 { return stackOp{kind: "chr", path: p, mode: 0o666} }
-func opChown(p string, uid int) stackOp      { return stackOp{kind: "chown", path: p, uid: uid} }
+func opDir(p string, mode uint32) stackOp { return stackOp{kind: "dir", path: p, mode: mode} }
+func opOpaque(p string) stackOp           { return stackOp{kind: "opaque", path: p, mode: 0o750} }
+func opWhiteout(p string) stackOp         { return stackOp{kind: "whiteout", path: p} }
+func opSymlink(p, target string) stackOp  { return stackOp{kind: "symlink", path: p, data: target} }
+func opLink(p, target string) stackOp     { return stackOp{kind: "link", path: p, data: target} }
+func opXattr(p, name, value string) stackOp {
+	return stackOp{kind: "xattr", path: p, data: name + "=" + value}
+}
+func opFifo(p string) stackOp           { return stackOp{kind: "fifo", path: p, mode: 0o600} }
+func opChr(p string) stackOp            { return stackOp{kind: "chr", path: p, mode: 0o666} }
+func opChown(p string, uid int) stackOp { return stackOp{kind: "chown", path: p, uid: uid} }
 
 // buildStackDirs writes the layer dirs and the expected dir under base.
 // Layer i's entries get mtime base+i so "metadata from the topmost layer"
