@@ -151,7 +151,7 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 				case e.IsDir():
 					c.dir = true
 					c.stack = []int{li}
-					opq, err := m.isOpaque(li, path.Join(p, e.Name()))
+					opq, err := m.isOpaque(li, p, e)
 					if err != nil {
 						return err
 					}
@@ -172,7 +172,7 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 				continue
 			}
 			c.stack = append(c.stack, li)
-			opq, err := m.isOpaque(li, path.Join(p, e.Name()))
+			opq, err := m.isOpaque(li, p, e)
 			if err != nil {
 				return err
 			}
@@ -247,13 +247,14 @@ func (m *merger) isWhiteout(layer int, dir string, e fs.DirEntry) (bool, error) 
 	return ino.Rdev == 0, nil
 }
 
-// isOpaque reports whether the directory p of a layer is opaque.
-func (m *merger) isOpaque(layer int, p string) (bool, error) {
-	info, err := m.layers[layer].Lstat(p)
+// isOpaque reports whether the directory entry e of dir p is opaque. The
+// entry's own inode is used: no path lookup per layer and directory.
+func (m *merger) isOpaque(layer int, p string, e fs.DirEntry) (bool, error) {
+	info, err := e.Info()
 	if err != nil {
-		return false, fmt.Errorf("erofs: layer %d: %q: %w", layer, p, err)
+		return false, fmt.Errorf("erofs: layer %d: %q: %w", layer, path.Join(p, e.Name()), err)
 	}
-	ino, err := inodeOf(info, layer, p)
+	ino, err := inodeOf(info, layer, path.Join(p, e.Name()))
 	if err != nil {
 		return false, err
 	}
