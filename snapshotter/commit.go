@@ -1,0 +1,261 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
+)
+
+// ancestor is one committed snapshot of a parent chain.
+type ancestor struct {
+	id   string
+	info snapshots.Info
+}
+
+// Commit turns the active snapshot key into the committed snapshot name.
+//
+// Everything slow happens first, outside any write transaction, in the
+// snapshot's own directory (its id does not change): an extract snapshot's
+// layer.erofs is validated; a writable one's upper is converted into
+// layer.erofs; with parents, fsmeta.erofs and merged.vmdk are written; the
+// files are flagged immutable if configured. Then one write transaction
+// records the commit with the §5 labels. A crash before it leaves the
+// snapshot active with extra files a retried Commit replaces; after it, a
+// complete committed snapshot.
+//
+// A parent given with snapshots.WithParent to a snapshot prepared without
+// one (the unpacker's parallel mode) rebases it: the fsmeta is built over
+// that parent's chain.
+func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
+	if err := s.commit(ctx, name, key, opts); err != nil {
+		return fmt.Errorf("commit snapshot %q as %q: %w", key, name, err)
+	}
+	return nil
+}
+
+func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snapshots.Opt) error {
+	var base snapshots.Info
+	for _, o := range opts {
+		if err := o(&base); err != nil {
+			return err
+		}
+	}
+	var (
+		id    string
+		info  snapshots.Info
+		chain []ancestor
+	)
+	if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+		id, info, _, err = storage.GetInfo(ctx, key)
+		if err != nil {
+			return err
+		}
+		if info.Kind != snapshots.KindActive {
+			return fmt.Errorf("snapshot is %v, not active: %w", info.Kind, errdefs.ErrFailedPrecondition)
+		}
+		parent := info.Parent
+		if base.Parent != "" && base.Parent != parent {
+			if parent != "" {
+				return fmt.Errorf("cannot change parent %q to %q: %w", parent, base.Parent, errdefs.ErrInvalidArgument)
+			}
+			parent = base.Parent
+		}
+		chain, err = ancestors(ctx, parent)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	unlock := s.locks.lock(id)
+	defer unlock()
+	dir := s.dir(id)
+	// A Commit retried after a crash or a failed transaction may find its
+	// files flagged: lift the flag so they can be replaced.
+	if err := clearImmutableTree(dir); err != nil {
+		return err
+	}
+	extract, err := s.isExtract(id)
+	if err != nil {
+		return err
+	}
+	own := map[string]string{}
+	ownDiffID := LayerOrderUnknownPrefix + id
+	if extract {
+		own[LabelExtract] = "true"
+		if err := validateLayer(s.layerPath(id)); err != nil {
+			return err
+		}
+		m, err := layout.ReadMarker(dir)
+		if err != nil {
+			return fmt.Errorf("read marker: %v: %w", err, errdefs.ErrFailedPrecondition)
+		}
+		diffID := m.DiffID
+		if diffID == "" {
+			// The unpacker names the layer it prepared the snapshot for.
+			diffID, _ = digest.Parse(info.Labels[snapshots.LabelSnapshotDiffID])
+		}
+		if diffID != "" {
+			own[LabelLayerDigest] = diffID.String()
+			ownDiffID = diffID.String()
+		}
+		if m.BlobDigest != "" {
+			own[LabelLayerBlobDigest] = m.BlobDigest.String()
+		}
+	} else {
+		if err := s.convertUpper(ctx, id); err != nil {
+			s.recordConversionError(ctx, key, id, err)
+			return fmt.Errorf("convert upper into %s: %w", s.layerPath(id), err)
+		}
+		if err := validateLayer(s.layerPath(id)); err != nil {
+			s.recordConversionError(ctx, key, id, err)
+			return err
+		}
+	}
+	testHook("commit:layer-ready")
+
+	layers := make([]string, 0, len(chain)+1)
+	order := make([]string, 0, len(chain)+1)
+	for i := len(chain) - 1; i >= 0; i-- {
+		a := chain[i]
+		layers = append(layers, s.layerPath(a.id))
+		if d := a.info.Labels[LabelLayerDigest]; d != "" {
+			order = append(order, d)
+		} else {
+			order = append(order, LayerOrderUnknownPrefix+a.id)
+		}
+	}
+	layers = append(layers, s.layerPath(id))
+	order = append(order, ownDiffID)
+
+	files := []string{s.layerPath(id)}
+	if len(chain) > 0 {
+		if err := writeMerged(ctx, dir, layers); err != nil {
+			return err
+		}
+		files = append(files, s.fsmetaPath(id), filepath.Join(dir, layout.VMDKFile))
+		v, err := EncodeLayerOrder(order)
+		if err != nil {
+			return err
+		}
+		own[LabelLayerOrder] = v
+		own[LabelFSMetaReady] = "true"
+		own[LabelFSMetaLayers] = strconv.Itoa(len(layers))
+	} else {
+		// Left by an attempt that had a parent to rebase on: a base layer
+		// has no merged view.
+		for _, f := range []string{s.fsmetaPath(id), filepath.Join(dir, layout.VMDKFile)} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	own[LabelLayerBlobPath] = s.layerPath(id)
+	own[LabelMountType] = committedMountType(len(layers))
+	if s.cfg.SetImmutable {
+		for _, f := range files {
+			if err := setImmutable(f, true); err != nil {
+				return fmt.Errorf("set immutable: %w", err)
+			}
+		}
+		own[LabelImmutable] = "true"
+		testHook("commit:immutable-set")
+	}
+	usage, err := usageOf(dir, files)
+	if err != nil {
+		return err
+	}
+
+	opts = append(opts[:len(opts):len(opts)], snapshots.WithLabels(own))
+	if err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		cur, _, _, err := storage.GetInfo(ctx, key)
+		if err != nil {
+			return err
+		}
+		if cur != id {
+			return fmt.Errorf("snapshot was removed and prepared again while committing: %w", errdefs.ErrNotFound)
+		}
+		_, err = storage.CommitActive(ctx, key, name, usage, opts...)
+		return err
+	}); err != nil {
+		return err
+	}
+	testHook("commit:recorded")
+	s.dropWritable(ctx, id)
+	return nil
+}
+
+// ancestors returns the committed chain from parent down to the base,
+// nearest first (the order of storage.Snapshot.ParentIDs).
+func ancestors(ctx context.Context, parent string) ([]ancestor, error) {
+	var chain []ancestor
+	for p := parent; p != ""; {
+		id, info, _, err := storage.GetInfo(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("parent %q: %w", p, err)
+		}
+		if info.Kind != snapshots.KindCommitted {
+			return nil, fmt.Errorf("parent %q is %v, not committed: %w", p, info.Kind, errdefs.ErrFailedPrecondition)
+		}
+		chain = append(chain, ancestor{id: id, info: info})
+		p = info.Parent
+	}
+	return chain, nil
+}
+
+// recordConversionError keeps the snapshot active and says why it could
+// not be committed in LabelConversionError.
+func (s *Snapshotter) recordConversionError(ctx context.Context, key, id string, cause error) {
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		cur, _, _, err := storage.GetInfo(ctx, key)
+		if err != nil || cur != id {
+			return err
+		}
+		_, err = storage.UpdateInfo(ctx, snapshots.Info{Name: key, Labels: map[string]string{LabelConversionError: cause.Error()}}, "labels."+LabelConversionError)
+		return err
+	})
+	if err != nil {
+		logWarn(ctx, err, s.dir(id), "erofs-vm: failed to record conversion error")
+	}
+}
+
+// dropWritable deletes what only an active writable snapshot needed, once
+// it is committed. A failure only wastes space: recovery retries.
+func (s *Snapshotter) dropWritable(ctx context.Context, id string) {
+	for _, p := range []string{s.rwLayerPath(id), s.rwDir(id)} {
+		if err := os.RemoveAll(p); err != nil {
+			logWarn(ctx, err, p, "erofs-vm: failed to remove writable layer of committed snapshot")
+		}
+	}
+}
+
+// usageOf is the real allocation of the committed snapshot's files (and its
+// directory and marker): st_blocks, not apparent sizes.
+func usageOf(dir string, files []string) (snapshots.Usage, error) {
+	var u snapshots.Usage
+	all := append([]string{dir, filepath.Join(dir, layout.MarkerFile)}, files...)
+	for _, f := range all {
+		fi, err := os.Lstat(f)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return u, err
+		}
+		u.Inodes++
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			u.Size += st.Blocks * 512
+		}
+	}
+	return u, nil
+}

@@ -1,0 +1,24 @@
+// Package snapshotter is the erofs-vm containerd snapshotter: a
+// snapshots.Snapshotter whose mounts a micro-VM runtime attaches as disks
+// (DESIGN.md §2–§5).
+//
+// Every committed snapshot is one uncompressed EROFS image, layer.erofs.
+// Committing a snapshot that has parents also writes fsmeta.erofs (the
+// merged metadata of the whole stack) and merged.vmdk (a flat VMDK over
+// fsmeta.erofs and every layer, oldest first) before Commit returns, so the
+// mounts of anything built on it have their final shape from the start: a
+// committed snapshot's mount shape never changes under a running container.
+//
+// What it never does: mount anything on the host to hand it out (the only
+// host mount is the short read-only loop mount of an ext4 writable layer
+// while it is converted at Commit), return an `overlay` mount (the guest
+// builds the overlay), or run long work inside the bolt write transaction
+// (conversion, fsmeta, VMDK and mkfs.ext4 run before it, in the snapshot's
+// own directory).
+//
+// Files: snapshotter.go (New, Config, paths), labels.go (§5 label names),
+// create.go (Prepare, View), mounts.go (the §4 shapes), commit.go,
+// layer.go (layer validation and conversion), fsmeta.go (fsmeta + VMDK),
+// remove.go (Remove, Cleanup, orphans), info.go (Stat, Update, Walk, Usage),
+// rwlayer.go (ext4 writable layer), size.go, immutable.go, locks.go.
+package snapshotter
