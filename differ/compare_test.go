@@ -1,0 +1,266 @@
+package differ
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/containerd/containerd/v2/pkg/labels"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/erofs-vm/containerd-erofs/differ/difftest"
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
+)
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// compareSetup lays out what the snapshotter would have: snapshots/1 with
+// the lower as layer.erofs (made by mkfs.erofs, an independent writer),
+// and snapshots/2 with the change left by a real overlayfs, in overlay
+// mode (rw/upper) and in block mode (upper/ inside an ext4 rwlayer.img).
+type compareSetup struct {
+	lowerDir  string
+	lowerImg  string
+	overlayRW string
+	ext4Img   string
+	merged    map[string]difftest.Entry
+}
+
+func newCompareSetup(t *testing.T) *compareSetup {
+	t.Helper()
+	lowerDir, upper, merged, _ := overlayChange(t)
+	root := t.TempDir()
+	s := &compareSetup{lowerDir: lowerDir, merged: merged}
+	for _, d := range []string{"snapshots/1", "snapshots/2/rw", "snapshots/3"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.lowerImg = filepath.Join(root, "snapshots/1", layout.LayerFile)
+	run(t, "mkfs.erofs", "--quiet", "-x1", s.lowerImg, lowerDir)
+
+	s.overlayRW = filepath.Join(root, "snapshots/2", layout.RWDir)
+	run(t, "cp", "-a", upper, filepath.Join(s.overlayRW, layout.UpperDir))
+
+	s.ext4Img = filepath.Join(root, "snapshots/3", layout.RWLayerFile)
+	run(t, "truncate", "-s", "64M", s.ext4Img)
+	run(t, "mkfs.ext4", "-q", "-F", s.ext4Img)
+	mnt := t.TempDir()
+	run(t, "mount", "-o", "loop", s.ext4Img, mnt)
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			unix.Unmount(mnt, 0)
+		}
+	})
+	run(t, "cp", "-a", upper, filepath.Join(mnt, layout.UpperDir))
+	if err := os.Mkdir(filepath.Join(mnt, layout.WorkDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	mounted = false
+	return s
+}
+
+func (s *compareSetup) lowerMounts() []mount.Mount {
+	return []mount.Mount{{Type: "erofs", Source: s.lowerImg, Options: []string{"ro"}}}
+}
+
+// readDiff returns the uncompressed tar of desc and checks the label.
+func readDiff(t *testing.T, cs content.Store, desc ocispec.Descriptor) []byte {
+	t.Helper()
+	ctx := context.Background()
+	ra, err := cs.ReaderAt(ctx, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	dc, err := compression.DecompressStream(content.NewReader(ra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	b, err := io.ReadAll(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cs.Info(ctx, desc.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Labels[labels.LabelUncompressed]; got != digest.FromBytes(b).String() {
+		t.Errorf("%s label = %q, want %s", labels.LabelUncompressed, got, digest.FromBytes(b))
+	}
+	return b
+}
+
+// TestCompare: Compare over an EROFS lower and both kinds of writable
+// upper yields a blob that, applied by containerd on the lower, recreates
+// the tree the container saw.
+func TestCompare(t *testing.T) {
+	s := newCompareSetup(t)
+	tests := []struct {
+		name      string
+		upper     mount.Mount
+		mediaType string
+		wantComp  compression.Compression
+	}{
+		{"overlay mode gzip", mount.Mount{Type: "bind", Source: s.overlayRW, Options: []string{"rbind", "rw"}}, "", compression.Gzip},
+		{"block mode zstd", mount.Mount{Type: "ext4", Source: s.ext4Img, Options: []string{"rw", "loop"}}, ocispec.MediaTypeImageLayerZstd, compression.Zstd},
+		{"block mode uncompressed", mount.Mount{Type: "ext4", Source: s.ext4Img}, ocispec.MediaTypeImageLayer, compression.Uncompressed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			var opts []diff.Opt
+			if tc.mediaType != "" {
+				opts = append(opts, diff.WithMediaType(tc.mediaType))
+			}
+			opts = append(opts, diff.WithLabels(map[string]string{"test": "yes"}))
+			upper := append(s.lowerMounts(), tc.upper)
+			desc, err := f.d.Compare(context.Background(), s.lowerMounts(), upper, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantMT := tc.mediaType
+			if wantMT == "" {
+				wantMT = ocispec.MediaTypeImageLayerGzip
+			}
+			if desc.MediaType != wantMT {
+				t.Errorf("media type %s, want %s", desc.MediaType, wantMT)
+			}
+			info, err := f.store.Info(context.Background(), desc.Digest)
+			if err != nil || info.Size != desc.Size || info.Labels["test"] != "yes" {
+				t.Errorf("content info %+v, %v", info, err)
+			}
+			ra, _ := f.store.ReaderAt(context.Background(), desc)
+			head := make([]byte, 10)
+			ra.ReadAt(head, 0)
+			ra.Close()
+			if c := compression.DetectCompression(head); c != tc.wantComp {
+				t.Errorf("blob compression %v, want %v", c, tc.wantComp)
+			}
+			got := applyTarOnCopy(t, s.lowerDir, readDiff(t, f.store, desc), difftest.Options{})
+			if d := difftest.Diff(s.merged, got); len(d) > 0 {
+				t.Errorf("diff applied != merged tree:\n%s", strings.Join(d, "\n"))
+			}
+			// Nothing left mounted, no upload left open.
+			if st, _ := f.store.ListStatuses(context.Background()); len(st) != 0 {
+				t.Errorf("open uploads left: %v", st)
+			}
+		})
+	}
+	assertNoMountOf(t, s.ext4Img)
+}
+
+// TestCompareReference: with WithReference the upload uses that ref, and
+// the same change twice gives the same blob.
+func TestCompareReference(t *testing.T) {
+	s := newCompareSetup(t)
+	f := newFixture(t)
+	upper := append(s.lowerMounts(), mount.Mount{Type: "bind", Source: s.overlayRW})
+	var got []digest.Digest
+	for range 2 {
+		desc, err := f.d.Compare(context.Background(), s.lowerMounts(), upper, diff.WithReference("my-ref"), diff.WithMediaType(ocispec.MediaTypeImageLayer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, desc.Digest)
+	}
+	if got[0] != got[1] {
+		t.Errorf("same change, different blobs: %v", got)
+	}
+}
+
+// TestCompareEmptyUpper: a writable layer never mounted has no upper/; its
+// diff is the empty layer.
+func TestCompareEmptyUpper(t *testing.T) {
+	requireRoot(t)
+	f := newFixture(t)
+	rw := filepath.Join(t.TempDir(), layout.RWDir)
+	if err := os.Mkdir(rw, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := f.d.Compare(context.Background(), nil, []mount.Mount{{Type: "bind", Source: rw}}, diff.WithMediaType(ocispec.MediaTypeImageLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := readDiff(t, f.store, desc); len(readTar(t, b)) != 0 {
+		t.Errorf("empty upper gave entries")
+	}
+}
+
+// TestCompareNotOurs: mounts of other snapshotters, or an upper that is not
+// directly over the lower, fall through to the next differ.
+func TestCompareNotOurs(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	layer := filepath.Join(dir, layout.LayerFile)
+	other := filepath.Join(dir, "x", layout.LayerFile)
+	rw := mount.Mount{Type: "ext4", Source: filepath.Join(dir, layout.RWLayerFile)}
+	erofsM := func(p string) mount.Mount { return mount.Mount{Type: "erofs", Source: p} }
+	tests := []struct {
+		name         string
+		lower, upper []mount.Mount
+	}{
+		{"overlayfs snapshots", []mount.Mount{{Type: "bind", Source: dir}}, []mount.Mount{{Type: "overlay", Source: "overlay"}}},
+		{"upper over another lower", []mount.Mount{erofsM(layer)}, []mount.Mount{erofsM(other), rw}},
+		{"upper without lower", []mount.Mount{erofsM(layer)}, []mount.Mount{rw}},
+		{"upper not writable", []mount.Mount{erofsM(layer)}, []mount.Mount{erofsM(layer)}},
+		{"fsmeta without devices", []mount.Mount{{Type: "format/erofs", Source: filepath.Join(dir, layout.FSMetaFile)}}, []mount.Mount{rw}},
+		{"ext4 not a rwlayer", nil, []mount.Mount{{Type: "ext4", Source: filepath.Join(dir, "disk.img")}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := f.d.Compare(context.Background(), tc.lower, tc.upper); !errdefs.IsNotImplemented(err) {
+				t.Fatalf("err = %v, want ErrNotImplemented", err)
+			}
+		})
+	}
+}
+
+// TestParseCompareStack: the multi-layer shape is recognised with its
+// devices in order.
+func TestParseCompareStack(t *testing.T) {
+	fsmeta := mount.Mount{Type: "format/erofs", Source: "/s/snapshots/3/fsmeta.erofs",
+		Options: []string{"ro", "device=/s/snapshots/1/layer.erofs", "device=/s/snapshots/2/layer.erofs", "device=/s/snapshots/3/layer.erofs"}}
+	ls, us, err := parseCompare([]mount.Mount{fsmeta}, []mount.Mount{fsmeta, {Type: "ext4", Source: "/s/snapshots/4/rwlayer.img"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls.image != fsmeta.Source || len(ls.devices) != 3 || ls.devices[2] != "/s/snapshots/3/layer.erofs" || us.ext4Image != "/s/snapshots/4/rwlayer.img" {
+		t.Errorf("got %+v %+v", ls, us)
+	}
+}
+
+// assertNoMountOf fails if anything is still mounted from a loop device
+// backed by file.
+func assertNoMountOf(t *testing.T, file string) {
+	t.Helper()
+	out, err := exec.Command("losetup", "-j", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup -j: %v: %s", err, out)
+	}
+	if len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("loop device still attached to %s: %s", file, out)
+	}
+}
