@@ -1,0 +1,145 @@
+package erofs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+// The data writer: the one pass over file data (DESIGN §6). Each regular
+// file's bytes go straight from the source reader into a large buffer that
+// mirrors a contiguous range of the image, and from there to their final
+// blocks with one pwrite per run of non-zero blocks. Files are laid out back
+// to back from block 1 (block 0 holds the superblock), each starting on a
+// block boundary, so every file is FLAT_PLAIN: one block address plus its
+// size. That keeps every byte of every regular file block-addressable on
+// the layer device, which is what fsmeta's chunk indexes need.
+//
+// Why no inline tails for regular files: a tail stored in the metadata area
+// is not block-addressable, so fsmeta would have to copy it (and mkfs-style
+// tail packing would also force the tail to be buffered until the metadata
+// is written). The cost is at most one partly used block per file, the same
+// as a tar's 512-byte padding rounded to 4 KiB.
+//
+// Whole zero blocks are not written: the image file keeps holes there (the
+// final Truncate gives it its size), so sparse tar entries stay cheap.
+
+// dataBufSize is the write buffer: big enough that a 200 MB layer costs ~50
+// writes, small enough for the converter's RSS budget.
+const dataBufSize = 4 << 20
+
+type dataWriter struct {
+	w         io.WriterAt
+	buf       []byte // pending bytes of the image from off; cap dataBufSize
+	off       int64  // image offset of buf[0], block-aligned
+	maxBlocks uint64 // 0: no limit
+	written   int64  // bytes of file data accepted
+}
+
+func newDataWriter(w io.WriterAt, maxBytes int64) *dataWriter {
+	d := &dataWriter{w: w, buf: make([]byte, 0, dataBufSize), off: BlockSize}
+	if maxBytes > 0 {
+		d.maxBlocks = uint64(maxBytes) / BlockSize
+	}
+	return d
+}
+
+// nextBlock is the first block not yet used by file data.
+func (d *dataWriter) nextBlock() uint64 {
+	return uint64(d.off+int64(len(d.buf))) / BlockSize
+}
+
+// errShortData is wrapped when a source ends before the size it announced.
+var errShortData = errors.New("data ends early")
+
+// writeFile copies exactly size bytes from r to the next free blocks and
+// returns the first block.
+func (d *dataWriter) writeFile(r io.Reader, size int64) (uint32, error) {
+	start := d.nextBlock()
+	end := start + blocksFor(uint64(size))
+	if end > math.MaxUint32 {
+		return 0, fmt.Errorf("data of %d bytes would end beyond block 2^32", size)
+	}
+	if d.maxBlocks > 0 && end > d.maxBlocks {
+		return 0, fmt.Errorf("image would exceed the limit of %d bytes: %w", d.maxBlocks*BlockSize, ErrTooLarge)
+	}
+	var done int64
+	for done < size {
+		if len(d.buf) == cap(d.buf) {
+			if err := d.flush(); err != nil {
+				return 0, err
+			}
+		}
+		n := int(min(int64(cap(d.buf)-len(d.buf)), size-done))
+		got, err := io.ReadFull(r, d.buf[len(d.buf):len(d.buf)+n])
+		d.buf = d.buf[:len(d.buf)+got]
+		done += int64(got)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errShortData
+			}
+			return 0, fmt.Errorf("reading data: %d of %d bytes: %w", done, size, err)
+		}
+	}
+	// Zero the tail of the last block: the buffer is reused.
+	if pad := len(d.buf) % BlockSize; pad != 0 {
+		d.buf = append(d.buf, zeroBlock[:BlockSize-pad]...)
+	}
+	d.written += size
+	return uint32(start), nil
+}
+
+// flush writes the buffer's non-zero blocks, one write per run.
+func (d *dataWriter) flush() error {
+	b := d.buf
+	for i := 0; i < len(b); {
+		for i < len(b) && isZeroBlock(b[i:min(i+BlockSize, len(b))]) {
+			i += BlockSize
+		}
+		j := i
+		for j < len(b) && !isZeroBlock(b[j:min(j+BlockSize, len(b))]) {
+			j += BlockSize
+		}
+		j = min(j, len(b))
+		if j > i {
+			if _, err := d.w.WriteAt(b[i:j], d.off+int64(i)); err != nil {
+				return fmt.Errorf("writing image: %w", err)
+			}
+		}
+		i = j
+	}
+	d.off += int64(len(b))
+	d.buf = d.buf[:0]
+	return nil
+}
+
+// isZeroBlock reports whether b is all zeros. Most data blocks differ from
+// zero in their first bytes, so the full compare is rare.
+func isZeroBlock(b []byte) bool {
+	if len(b) >= 8 && (b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7]) != 0 {
+		return false
+	}
+	return bytes.Equal(b, zeroBlock[:len(b)])
+}
+
+// finishImage writes t's metadata after the data and sizes dst.
+func finishImage(dst *os.File, d *dataWriter, t *Tree, opts ConvertOptions) (*ImageInfo, error) {
+	if err := d.flush(); err != nil {
+		return nil, err
+	}
+	io := ImageOptions{MetaBlkAddr: uint32(d.nextBlock())}
+	if opts.MaxImageSize > 0 {
+		io.MaxBlocks = uint64(opts.MaxImageSize) / BlockSize
+	}
+	info, err := t.WriteImage(dst, io)
+	if err != nil {
+		return nil, err
+	}
+	if err := dst.Truncate(int64(info.Blocks) * BlockSize); err != nil {
+		return nil, fmt.Errorf("erofs: size image: %w", err)
+	}
+	return info, nil
+}
