@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/vmdk"
 )
 
 // The fsmeta tests judge a merged image by three independent views of the
@@ -72,20 +72,26 @@ func buildFSMeta(t *testing.T, base string, layers []string) (string, *erofs.FSM
 	return p, meta
 }
 
-// concatFlat writes [fsmeta, layers...] as one file: the bytes a flat VMDK
-// presents to a guest.
-func concatFlat(t *testing.T, out string, parts ...string) {
+// flatFromVMDK writes the flat VMDK over [fsmeta, layers...] and lets
+// qemu-img, the same block layer a guest's disk goes through, turn it into
+// the raw disk the guest would see.
+func flatFromVMDK(t *testing.T, base string, parts ...string) string {
 	t.Helper()
-	w, err := os.Create(out)
+	files, err := vmdk.FilesFromPaths(parts...)
 	must(t, err)
-	defer w.Close()
-	for _, p := range parts {
-		r, err := os.Open(p)
-		must(t, err)
-		_, err = io.Copy(w, r)
-		r.Close()
-		must(t, err)
+	desc := filepath.Join(base, "merged.vmdk")
+	must(t, vmdk.WriteFile(desc, files))
+	info := fsmetaRun(t, "qemu-img", "info", "--output=json", desc)
+	var want int64
+	for _, f := range files {
+		want += f.Size
 	}
+	if !strings.Contains(info, fmt.Sprintf(`"virtual-size": %d,`, want)) {
+		t.Fatalf("qemu-img info of %s does not show %d bytes:\n%s", desc, want, info)
+	}
+	flat := filepath.Join(base, "flat.raw")
+	fsmetaRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", desc, flat)
+	return flat
 }
 
 // checkFSMetaViews builds fsmeta over layers and compares views (a) and
@@ -110,8 +116,7 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 	fsmetaSameTree(t, "multi-device", a, "overlay", oracle, fsmetaDiffOpts{noNlink: true})
 
 	// (b) flat: one device, the kernel adds each slot's mapped_blkaddr.
-	flat := filepath.Join(base, "flat.raw")
-	concatFlat(t, flat, append([]string{fsmeta}, layers...)...)
+	flat := flatFromVMDK(t, base, append([]string{fsmeta}, layers...)...)
 	// fsck.erofs 1.5 cannot check a flat image (it insists on one --device
 	// per slot); the kernel mount below is the judge of the flat layout.
 	b := fsmetaTree(t, fsmetaMount(t, base, "flat", "erofs", fsmetaLoop(t, flat)))
@@ -119,7 +124,7 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 }
 
 func TestFSMetaCraftedStacks(t *testing.T) {
-	fsmetaRequireHost(t, "mkfs.erofs", "fsck.erofs", "losetup", "mount")
+	fsmetaRequireHost(t, "mkfs.erofs", "fsck.erofs", "losetup", "mount", "qemu-img")
 	stacks := craftedStacks()
 	names := make([]string, 0, len(stacks))
 	for n := range stacks {
@@ -156,4 +161,45 @@ func stripMtime(m map[string]fsmetaEntry) map[string]fsmetaEntry {
 		out[p] = e
 	}
 	return out
+}
+
+// TestFSMetaLayerOver2GiB puts a layer larger than one VMDK extent (2 GiB)
+// in the middle of a stack, so the VMDK splits it and the top layer is
+// mapped beyond 2 GiB of the flat disk: reads of the top layer's files go
+// through a later extent and a mapped_blkaddr past 2^19 blocks.
+func TestFSMetaLayerOver2GiB(t *testing.T) {
+	fsmetaRequireHost(t, "mkfs.erofs", "fsck.erofs", "losetup", "mount", "qemu-img")
+	base := t.TempDir()
+	dirs, _ := buildStackDirs(t, base, [][]stackOp{
+		{opFile("bottom", "bottom", 0o644), opDir("d", 0o755), opFile("d/x", "x", 0o644)},
+		{opBig("middle", "0123456789abcdef", 300000), opFile("d/y", "y", 0o644)},
+		{opBig("top", "top of the stack ", 100000), opWhiteout("d/x")},
+	})
+	var layers []string
+	for i, d := range dirs {
+		img := filepath.Join(base, fmt.Sprintf("layer%d.erofs", i))
+		mkfsLayer(t, d, img)
+		layers = append(layers, img)
+	}
+	// A sparse tail: the layer's own blocks end early, the device (and
+	// its slot in the flat disk) is 2.5 GiB.
+	must(t, os.Truncate(layers[1], 5<<29))
+	oracle := oracleTree(t, base, layers)
+	fsmeta, meta := buildFSMeta(t, base, layers)
+	if top := meta.Devices[2].MappedBlkAddr; uint64(top)*erofs.BlockSize <= 2<<30 {
+		t.Fatalf("top layer mapped at block %d: the test no longer crosses 2 GiB", top)
+	}
+	d, err := vmdk.NewDescriptor(mustFiles(t, append([]string{fsmeta}, layers...)...))
+	must(t, err)
+	if len(d.Extents) < 4 {
+		t.Fatalf("%d VMDK extents for 3 layers incl. a 2.5 GiB one: no split", len(d.Extents))
+	}
+	checkFSMetaViews(t, base, layers, oracle)
+}
+
+func mustFiles(t *testing.T, paths ...string) []vmdk.File {
+	t.Helper()
+	files, err := vmdk.FilesFromPaths(paths...)
+	must(t, err)
+	return files
 }
