@@ -1,0 +1,224 @@
+package erofs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Directories: blocks of erofs_dirent records followed by their names,
+// names sorted across the whole directory (so lookups binary-search the
+// blocks by their first name, then the block), "." and ".." included.
+
+// imgDirent is one decoded directory entry.
+type imgDirent struct {
+	name  string
+	nid   uint64
+	ftype uint8
+}
+
+// dirBlock decodes block blk of directory in.
+func (im *Image) dirBlock(in *imgInode, blk uint64, buf []byte) ([]imgDirent, error) {
+	off := blk << im.blkBits
+	size := min(uint64(im.blkSize), in.Size-off)
+	b := buf[:size]
+	if err := im.readData(in, "directory", b, int64(off)); err != nil {
+		return nil, err
+	}
+	if size < DirentSize {
+		return nil, corruptf("directory nid %d block %d: %d bytes, too short for a dirent", in.Nid, blk, size)
+	}
+	first := int(binary.LittleEndian.Uint16(b[8:]))
+	if first < DirentSize || first >= len(b) || first%DirentSize != 0 {
+		return nil, corruptf("directory nid %d block %d: first name offset %d", in.Nid, blk, first)
+	}
+	count := first / DirentSize
+	out := make([]imgDirent, count)
+	for i := range count {
+		var d Dirent
+		if err := Unmarshal(b[i*DirentSize:], &d); err != nil {
+			return nil, err
+		}
+		start := int(d.NameOff)
+		end := len(b)
+		if i+1 < count {
+			end = int(binary.LittleEndian.Uint16(b[(i+1)*DirentSize+8:]))
+		}
+		if start < first || start >= end || end > len(b) {
+			return nil, corruptf("directory nid %d block %d: dirent %d name at [%d,%d) of %d", in.Nid, blk, i, start, end, len(b))
+		}
+		name := b[start:end]
+		if i+1 == count {
+			// The last name runs to the block's end or its first NUL.
+			if z := slices.Index(name, 0); z >= 0 {
+				name = name[:z]
+			}
+		}
+		if len(name) == 0 || len(name) > NameLen {
+			return nil, corruptf("directory nid %d block %d: dirent %d name of %d bytes", in.Nid, blk, i, len(name))
+		}
+		if d.FileType > FTSymlink {
+			return nil, corruptf("directory nid %d block %d: %q has file type %d", in.Nid, blk, name, d.FileType)
+		}
+		out[i] = imgDirent{name: string(name), nid: d.Nid, ftype: d.FileType}
+	}
+	return out, nil
+}
+
+func (im *Image) dirBlocks(in *imgInode) uint64 {
+	return (in.Size + uint64(im.blkSize) - 1) >> im.blkBits
+}
+
+// readDirAll returns the entries of a directory but "." and "..", sorted;
+// an image whose names are out of order or repeated is corrupt (lookups
+// would miss entries).
+func (im *Image) readDirAll(in *imgInode, name string) ([]imgDirent, error) {
+	if in.compressed() {
+		return nil, errCompressed(in, name)
+	}
+	buf := make([]byte, im.blkSize)
+	var out []imgDirent
+	prev := ""
+	n := im.dirBlocks(in)
+	for blk := range n {
+		ents, err := im.dirBlock(in, blk, buf)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if prev != "" && e.name <= prev {
+				return nil, corruptf("directory nid %d: %q after %q: names out of order or repeated", in.Nid, e.name, prev)
+			}
+			prev = e.name
+			if e.name == "." || e.name == ".." {
+				continue
+			}
+			if strings.IndexByte(e.name, '/') >= 0 {
+				return nil, corruptf("directory nid %d: name %q contains '/'", in.Nid, e.name)
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// lookup finds name in directory in by binary search over its blocks.
+func (im *Image) lookup(in *imgInode, name string) (imgDirent, bool, error) {
+	if in.compressed() {
+		return imgDirent{}, false, errCompressed(in, "")
+	}
+	buf := make([]byte, im.blkSize)
+	lo, hi := uint64(0), im.dirBlocks(in)
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		ents, err := im.dirBlock(in, mid, buf)
+		if err != nil {
+			return imgDirent{}, false, err
+		}
+		if name < ents[0].name {
+			hi = mid
+			continue
+		}
+		i, found := slices.BinarySearchFunc(ents, name, func(e imgDirent, n string) int { return strings.Compare(e.name, n) })
+		if found {
+			return ents[i], true, nil
+		}
+		if i < len(ents) {
+			return imgDirent{}, false, nil // between two names of this block
+		}
+		lo = mid + 1
+	}
+	return imgDirent{}, false, nil
+}
+
+// ftypeMode maps a dirent file type to the fs.FileMode type bits.
+func ftypeMode(ft uint8) fs.FileMode {
+	switch ft {
+	case FTDir:
+		return fs.ModeDir
+	case FTSymlink:
+		return fs.ModeSymlink
+	case FTChrdev:
+		return fs.ModeDevice | fs.ModeCharDevice
+	case FTBlkdev:
+		return fs.ModeDevice
+	case FTFifo:
+		return fs.ModeNamedPipe
+	case FTSock:
+		return fs.ModeSocket
+	case FTRegFile:
+		return 0
+	}
+	return fs.ModeIrregular
+}
+
+// modeFtype maps st_mode to the dirent file type a writer stores for it.
+func modeFtype(m uint32) uint8 {
+	switch m & syscall.S_IFMT {
+	case syscall.S_IFREG:
+		return FTRegFile
+	case syscall.S_IFDIR:
+		return FTDir
+	case syscall.S_IFCHR:
+		return FTChrdev
+	case syscall.S_IFBLK:
+		return FTBlkdev
+	case syscall.S_IFIFO:
+		return FTFifo
+	case syscall.S_IFSOCK:
+		return FTSock
+	case syscall.S_IFLNK:
+		return FTSymlink
+	}
+	return FTUnknown
+}
+
+// childInode loads the inode a dirent names and checks the two agree on
+// the file type (mkfs and our writer always store the inode's type).
+func (im *Image) childInode(e imgDirent) (*imgInode, error) {
+	in, err := im.inode(e.nid)
+	if err != nil {
+		return nil, err
+	}
+	if e.ftype != FTUnknown && modeFtype(in.Mode) != e.ftype {
+		return nil, corruptf("%q: dirent file type %d, but nid %d has mode %#o", e.name, e.ftype, e.nid, in.Mode)
+	}
+	return in, nil
+}
+
+// imgDirEntry is the fs.DirEntry of an entry; Info loads the inode.
+type imgDirEntry struct {
+	im *Image
+	e  imgDirent
+}
+
+func (d *imgDirEntry) Name() string      { return d.e.name }
+func (d *imgDirEntry) IsDir() bool       { return d.e.ftype == FTDir }
+func (d *imgDirEntry) Type() fs.FileMode { return ftypeMode(d.e.ftype) }
+func (d *imgDirEntry) String() string    { return fs.FormatDirEntry(d) }
+
+// Nid returns the entry's inode number without reading the inode.
+func (d *imgDirEntry) Nid() uint64 { return d.e.nid }
+
+func (d *imgDirEntry) Info() (fs.FileInfo, error) {
+	in, err := d.im.childInode(d.e)
+	if err != nil {
+		return nil, err
+	}
+	full, err := d.im.fullInode(in)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.e.name, err)
+	}
+	return &imgInfo{name: d.e.name, ino: full}, nil
+}
+
+func (im *Image) dirEntries(ents []imgDirent) []fs.DirEntry {
+	out := make([]fs.DirEntry, len(ents))
+	for i := range ents {
+		out[i] = &imgDirEntry{im: im, e: ents[i]}
+	}
+	return out
+}
