@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"archive/tar"
 	"context"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,5 +51,37 @@ func TestFSMetaDebian3Layer(t *testing.T) {
 	if len(oracle) < 1000 {
 		t.Fatalf("oracle shows only %d entries: not a Debian root", len(oracle))
 	}
+	// The stack must really exercise deletion: every whiteout of the top
+	// layer names a path that lower layers have and the merged view lacks.
+	wh := topLayerWhiteouts(t, fsmetaAsset(t, filepath.Join("images", "layers", debianLayerTars[2]), "test-image"))
+	if len(wh) == 0 {
+		t.Fatal("the top layer has no whiteouts: the test image no longer tests deletion")
+	}
+	for _, p := range wh {
+		if _, ok := oracle[p]; ok {
+			t.Errorf("%s is whited out by the top layer but the overlay shows it", p)
+		}
+	}
 	checkFSMetaViews(t, base, layers, oracle)
+}
+
+// topLayerWhiteouts lists the paths a layer tar deletes (.wh.NAME entries).
+func topLayerWhiteouts(t *testing.T, tarPath string) []string {
+	t.Helper()
+	f, err := os.Open(tarPath)
+	must(t, err)
+	defer f.Close()
+	var out []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		must(t, err)
+		dir, base := path.Split(path.Clean("/" + h.Name))
+		if strings.HasPrefix(base, ".wh.") && base != ".wh..wh..opq" {
+			out = append(out, path.Join(dir, strings.TrimPrefix(base, ".wh.")))
+		}
+	}
 }

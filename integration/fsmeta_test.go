@@ -123,6 +123,28 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 	fsmetaSameTree(t, "flat", b, "multi-device", a, fsmetaDiffOpts{})
 }
 
+// convertDirLayer turns a layer dir into an image with our own converter,
+// the way the differ makes layers from a container's upper dir.
+func convertDirLayer(t *testing.T, dir, out string) {
+	t.Helper()
+	f, err := os.Create(out)
+	must(t, err)
+	defer f.Close()
+	if _, err := erofs.ConvertDir(context.Background(), f, dir, erofs.ConvertOptions{}); err != nil {
+		t.Fatalf("ConvertDir %s: %v", dir, err)
+	}
+}
+
+// layerMakers build the layers of the crafted stacks two ways: erofs-utils
+// (inline tails, its own layout) and our converter (what production stacks).
+var layerMakers = []struct {
+	name string
+	make func(t *testing.T, dir, out string)
+}{
+	{"mkfs", mkfsLayer},
+	{"ours", convertDirLayer},
+}
+
 func TestFSMetaCraftedStacks(t *testing.T) {
 	fsmetaRequireHost(t, "mkfs.erofs", "fsck.erofs", "losetup", "mount", "qemu-img")
 	stacks := craftedStacks()
@@ -131,24 +153,30 @@ func TestFSMetaCraftedStacks(t *testing.T) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			base := t.TempDir()
-			dirs, expected := buildStackDirs(t, base, stacks[name])
-			var layers []string
-			for i, d := range dirs {
-				img := filepath.Join(base, fmt.Sprintf("layer%d.erofs", i))
-				mkfsLayer(t, d, img)
-				layers = append(layers, img)
-			}
-			oracle := oracleTree(t, base, layers)
-			// The harness and the oracle first agree with the intended result
-			// (mtimes aside: the expected dir was written in one go).
-			want := fsmetaTree(t, expected)
-			fsmetaSameTree(t, "overlay", stripMtime(oracle), "expected", stripMtime(want), fsmetaDiffOpts{noNlink: true})
-			checkFSMetaViews(t, base, layers, oracle)
-		})
+	for _, lm := range layerMakers {
+		for _, name := range names {
+			t.Run(lm.name+"/"+name, func(t *testing.T) {
+				checkCraftedStack(t, stacks[name], lm.make)
+			})
+		}
 	}
+}
+
+func checkCraftedStack(t *testing.T, stack [][]stackOp, makeLayer func(t *testing.T, dir, out string)) {
+	base := t.TempDir()
+	dirs, expected := buildStackDirs(t, base, stack)
+	var layers []string
+	for i, d := range dirs {
+		img := filepath.Join(base, fmt.Sprintf("layer%d.erofs", i))
+		makeLayer(t, d, img)
+		layers = append(layers, img)
+	}
+	oracle := oracleTree(t, base, layers)
+	// The harness and the oracle first agree with the intended result
+	// (mtimes aside: the expected dir was written in one go).
+	want := fsmetaTree(t, expected)
+	fsmetaSameTree(t, "overlay", stripMtime(oracle), "expected", stripMtime(want), fsmetaDiffOpts{noNlink: true})
+	checkFSMetaViews(t, base, layers, oracle)
 }
 
 func stripMtime(m map[string]fsmetaEntry) map[string]fsmetaEntry {
