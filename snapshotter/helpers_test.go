@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"golang.org/x/sys/unix"
 )
 
 // requireHost skips only when the machine truly cannot run the test: not
@@ -163,3 +164,7 @@ func loopsBackedBy(t testing.TB, dir string) []string {
 type contextT = context.Context
 
 var storageGetInfo = storage.GetInfo
+
+type statT = unix.Stat_t
+
+var lstat = unix.Lstat

@@ -1,11 +1,14 @@
 package snapshotter
 
 import (
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
+
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
 // Mount types of DESIGN.md §4.
@@ -22,7 +25,8 @@ const (
 //	over 1 layer                erofs <parent>/layer.erofs ro
 //	over N>1 layers             format/erofs <parent>/fsmeta.erofs ro,device=<layer>... oldest first
 //	writable, block mode        the lowers, then ext4 rwlayer.img rw
-//	writable, overlay mode      the lowers, then bind rw of rw/ (upper/ and work/ inside)
+//	writable, overlay mode      the lowers, then bind rw of rw/ (upper/ and work/ inside);
+//	                            with no parent, bind rw of rw/upper alone (it is the rootfs)
 //	view with no parent         erofs of the view's own empty layer.erofs ro
 //
 // It reads no file and no label: the snapshot's kind, its parent chain and
@@ -39,6 +43,10 @@ func (s *Snapshotter) mounts(snap storage.Snapshot, extract bool) []mount.Mount 
 		return ms
 	}
 	if s.cfg.CommitMode == CommitModeOverlay {
+		if len(ms) == 0 {
+			// Nothing to overlay: the upper itself is the root filesystem.
+			return []mount.Mount{{Type: typeBind, Source: filepath.Join(s.rwDir(snap.ID), layout.UpperDir), Options: []string{"rbind", "rw"}}}
+		}
 		return append(ms, mount.Mount{Type: typeBind, Source: s.rwDir(snap.ID), Options: []string{"rbind", "rw"}})
 	}
 	return append(ms, mount.Mount{Type: typeExt4, Source: s.rwLayerPath(snap.ID), Options: []string{"rw"}})

@@ -76,7 +76,12 @@ func TestMountShapes(t *testing.T) {
 					want: func(id string) []mount.Mount {
 						return []mount.Mount{{Type: "bind", Source: s.dir(id), Options: []string{"rbind", "rw"}}}
 					}, mountType: "bind"},
-				{name: "writable-no-parent", want: func(id string) []mount.Mount { return []mount.Mount{upper(id)} },
+				{name: "writable-no-parent", want: func(id string) []mount.Mount {
+					if mode == CommitModeOverlay {
+						return []mount.Mount{{Type: "bind", Source: filepath.Join(s.dir(id), "rw", "upper"), Options: []string{"rbind", "rw"}}}
+					}
+					return []mount.Mount{upper(id)}
+				},
 					mountType: upper("").Type},
 				{name: "writable-1", parent: "l1", want: func(id string) []mount.Mount { return []mount.Mount{erofs1, upper(id)} },
 					mountType: "erofs," + upper("").Type},

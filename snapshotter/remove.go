@@ -83,6 +83,7 @@ func (s *Snapshotter) removeDir(ctx context.Context, dir string) {
 	if err := clearImmutableTree(dir); err != nil {
 		logWarn(ctx, err, dir, "erofs-vm: failed to lift immutable flags")
 	}
+	testHook("remove:unflagged")
 	if err := os.RemoveAll(dir); err != nil {
 		logWarn(ctx, err, dir, "erofs-vm: failed to remove snapshot directory")
 	}

@@ -1,0 +1,227 @@
+package snapshotter
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+)
+
+// TestErrors pins the errdefs class of each misuse and that the message
+// names the snapshot key (and the file when one is at fault).
+func TestErrors(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	stack(t, s, 1)
+	ref := snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotRef: "r"})
+	if _, err := s.View(ctx, "v", "l1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "no-layer", "l1", ref); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Prepare(ctx, "bad-layer", "l1", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ms[0].Source, "layer.erofs"), make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "rebase", "", ref); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		err   error
+		is    func(error) bool
+		names []string
+	}{
+		{"prepare existing key", second(s.Prepare(ctx, "v", "l1")), errdefs.IsAlreadyExists, []string{`"v"`}},
+		{"prepare missing parent", second(s.Prepare(ctx, "p", "nope")), errdefs.IsNotFound, []string{`"nope"`}},
+		{"commit a view", s.Commit(ctx, "c", "v"), errdefs.IsFailedPrecondition, []string{`"v"`}},
+		{"commit a committed", s.Commit(ctx, "c", "l1"), errdefs.IsFailedPrecondition, []string{`"l1"`}},
+		{"commit missing", s.Commit(ctx, "c", "nope"), errdefs.IsNotFound, []string{`"nope"`}},
+		{"commit without layer", s.Commit(ctx, "c", "no-layer"), errdefs.IsFailedPrecondition, []string{`"no-layer"`, "layer.erofs"}},
+		{"commit corrupt layer", s.Commit(ctx, "c", "bad-layer"), errdefs.IsFailedPrecondition, []string{`"bad-layer"`, "layer.erofs", "magic"}},
+		{"commit onto a view", s.Commit(ctx, "c", "rebase", snapshots.WithParent("v")), errdefs.IsFailedPrecondition, []string{`"rebase"`, `"v"`}},
+		{"commit changing parent", s.Commit(ctx, "c", "no-layer", snapshots.WithParent("v")), errdefs.IsInvalidArgument, []string{`"no-layer"`}},
+		{"commit to existing name", commitWithLayer(t, s, "rebase", "l1"), errdefs.IsAlreadyExists, []string{`"l1"`}},
+		{"remove missing", s.Remove(ctx, "nope"), errdefs.IsNotFound, []string{`"nope"`}},
+		{"remove parent", s.Remove(ctx, "l1"), errdefs.IsFailedPrecondition, []string{`"l1"`, "remove"}},
+		{"mounts of committed", second(s.Mounts(ctx, "l1")), errdefs.IsFailedPrecondition, []string{`"l1"`}},
+		{"stat missing", second(s.Stat(ctx, "nope")), errdefs.IsNotFound, []string{`"nope"`}},
+		{"usage missing", second(s.Usage(ctx, "nope")), errdefs.IsNotFound, []string{`"nope"`}},
+	} {
+		if tc.err == nil || !tc.is(tc.err) {
+			t.Errorf("%s: err = %v, wrong class", tc.name, tc.err)
+			continue
+		}
+		for _, n := range tc.names {
+			if !strings.Contains(tc.err.Error(), n) {
+				t.Errorf("%s: %q does not name %s", tc.name, tc.err, n)
+			}
+		}
+	}
+	// A failed extract Commit keeps the snapshot active.
+	if info, err := s.Stat(ctx, "no-layer"); err != nil || info.Kind != snapshots.KindActive {
+		t.Errorf("after a failed commit: %v, %v", info.Kind, err)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+// commitWithLayer gives the extract snapshot key a valid layer and commits
+// it as name.
+func commitWithLayer(t *testing.T, s *Snapshotter, key, name string, opts ...snapshots.Opt) error {
+	t.Helper()
+	dir := s.dir(idOf(t, s, key))
+	mkfsErofs(t, filepath.Join(dir, "layer.erofs"), writeTree(t, map[string]string{"x": key}))
+	return s.Commit(testContext(t), name, key, opts...)
+}
+
+// TestRebase is the unpacker's parallel mode: an extract snapshot prepared
+// without a parent and committed WithParent gets that parent and an fsmeta
+// over the whole chain; the kernel reads the merged tree.
+func TestRebase(t *testing.T) {
+	requireHost(t)
+	s, root := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	stack(t, s, 2)
+	if _, err := s.Prepare(ctx, "x", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotRef: "l3"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitWithLayer(t, s, "x", "l3", snapshots.WithParent("l2")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stat(ctx, "l3")
+	if err != nil || info.Parent != "l2" {
+		t.Fatalf("rebased snapshot: parent %q, %v", info.Parent, err)
+	}
+	if got := s.mustLabel(t, "l3", LabelFSMetaLayers); got != "3" {
+		t.Errorf("fsmeta layers = %s, want 3", got)
+	}
+	w, err := newHostMounter(s, filepath.Join(root, "..", "hostmnt-rebase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := w.View(ctx, "v", "l3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.release("v")
+	for p, c := range map[string]string{"x": "x", "only-l1/f": "l1", "only-l2/f": "l2", "common": "from l2"} {
+		b, err := os.ReadFile(filepath.Join(ms[0].Source, p))
+		if err != nil || string(b) != c {
+			t.Errorf("%s = %q, %v; want %q", p, b, err, c)
+		}
+	}
+}
+
+// TestUpdateLabels: an Update cannot forge or change an erofs-vm/ label,
+// may drop them with a full replace (containerd semantics), and Mounts do
+// not depend on them.
+func TestUpdateLabels(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	stack(t, s, 2)
+	before, err := s.Prepare(ctx, "a", "l2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Update(ctx, snapshots.Info{Name: "l2", Labels: map[string]string{LabelFSMetaLayers: "9"}}, "labels."+LabelFSMetaLayers)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), LabelFSMetaLayers) {
+		t.Fatalf("forging %s: %v", LabelFSMetaLayers, err)
+	}
+	info, err := s.Stat(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Labels["user"] = "x"
+	if _, err := s.Update(ctx, info); err != nil {
+		t.Fatalf("Update keeping the snapshotter's labels unchanged: %v", err)
+	}
+	got, err := s.Update(ctx, snapshots.Info{Name: "a", Labels: map[string]string{"only": "this"}}, "labels")
+	if err != nil || !reflect.DeepEqual(got.Labels, map[string]string{"only": "this"}) {
+		t.Fatalf("replace labels: %v, %v", got.Labels, err)
+	}
+	after, err := s.Mounts(ctx, "a")
+	if err != nil || !reflect.DeepEqual(after, before) {
+		t.Fatalf("mounts changed with the labels: %+v, %v", after, err)
+	}
+}
+
+// TestImmutable: committed files carry FS_IMMUTABLE_FL (so even root's rm
+// fails), Remove lifts it and deletes them; with SetImmutable off nothing
+// is flagged and no label says so.
+func TestImmutable(t *testing.T) {
+	requireHost(t)
+	for _, on := range []bool{true, false} {
+		s, _ := newTestSnapshotter(t, Config{SetImmutable: on})
+		ctx := testContext(t)
+		dirs := stack(t, s, 2)
+		for _, f := range []string{"layer.erofs", "fsmeta.erofs", "merged.vmdk"} {
+			p := filepath.Join(dirs[1], f)
+			got, err := isImmutable(p)
+			if err != nil || got != on {
+				t.Errorf("SetImmutable=%v: %s flagged %v, %v", on, p, got, err)
+			}
+			if on {
+				if err := os.Remove(p); err == nil {
+					t.Errorf("removed immutable %s", p)
+				}
+			}
+		}
+		info, err := s.Stat(ctx, "l2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, has := info.Labels[LabelImmutable]; has != on {
+			t.Errorf("SetImmutable=%v: label %s present %v", on, LabelImmutable, has)
+		}
+		for _, k := range []string{"l2", "l1"} {
+			if err := s.Remove(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, d := range dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("SetImmutable=%v: %s still there after Remove: %v", on, d, err)
+			}
+		}
+	}
+}
+
+// TestUsage: a committed snapshot reports the allocated bytes of its files.
+func TestUsage(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	dirs := stack(t, s, 2)
+	u, err := s.Usage(ctx, "l2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, p := range []string{dirs[1], filepath.Join(dirs[1], ".erofslayer"), filepath.Join(dirs[1], "layer.erofs"), filepath.Join(dirs[1], "fsmeta.erofs"), filepath.Join(dirs[1], "merged.vmdk")} {
+		want += allocated(t, p)
+	}
+	if u.Size != want || u.Inodes != 5 {
+		t.Errorf("usage = %+v, want %d bytes in 5 inodes", u, want)
+	}
+}
+
+func allocated(t *testing.T, p string) int64 {
+	t.Helper()
+	var st statT
+	if err := lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
