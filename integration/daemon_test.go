@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDaemonHelper exercises the helper end-to-end tests build on: private
+// paths, ctr against the daemon, a crash (SIGKILL) and a restart on the
+// same root, a clean SIGTERM stop, and removal of the directory.
+func TestDaemonHelper(t *testing.T) {
+	requireRoot(t)
+	// Registered first, so it runs after the daemon's own cleanup.
+	var dir string
+	t.Cleanup(func() {
+		if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+			t.Errorf("daemon dir %s not removed at cleanup (%v)", dir, err)
+		}
+	})
+	d := StartDaemon(t, DaemonOptions{})
+	dir = d.Dir()
+	for _, p := range []string{d.Address(), d.Root(), d.State(), d.ConfigPath(), d.LogPath()} {
+		if !strings.HasPrefix(p, d.Dir()+"/") {
+			t.Errorf("%s is outside the daemon's directory %s", p, d.Dir())
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	cfg, err := os.ReadFile(d.ConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), d.Dir()+"/nri.sock") {
+		t.Errorf("NRI socket not isolated in %s:\n%s", d.ConfigPath(), cfg)
+	}
+
+	if out, err := d.Ctr(t, "version"); err != nil || !strings.Contains(out, "Server:") {
+		t.Fatalf("ctr version: %v\n%s", err, out)
+	}
+
+	d.Kill(t)
+	if d.Running() {
+		t.Fatal("running after Kill")
+	}
+	d.Restart(t)
+	if !d.Running() {
+		t.Fatal("not running after Restart")
+	}
+	if ok, err := d.Client(t).IsServing(d.Context(t)); err != nil || !ok {
+		t.Fatalf("IsServing after restart = %v, %v", ok, err)
+	}
+	if n := strings.Count(d.Log(), "=== integration: "); n != 2 {
+		t.Errorf("log shows %d starts, want 2", n)
+	}
+
+	d.Stop(t)
+	if d.Running() {
+		t.Fatal("running after Stop")
+	}
+
+	// set_immutable leaves chattr +i files behind; cleanup must still
+	// remove the directory.
+	imm := filepath.Join(d.Root(), "immutable")
+	if err := os.WriteFile(imm, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("chattr", "+i", imm).CombinedOutput(); err != nil {
+		t.Logf("chattr +i not supported here, cleanup of immutable files untested: %v %s", err, out)
+	}
+}
