@@ -1,0 +1,176 @@
+package guest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/mount"
+)
+
+// MaxDisks is how many disks qemubox attaches at most; more is an error there.
+const MaxDisks = 10
+
+// Guest paths the mount script uses.
+const (
+	// LayersDir holds mount i of the plan at LayersDir/<i>.
+	LayersDir = "/mnt/layers"
+	// RootDir is where the container's root filesystem appears.
+	RootDir = "/mnt/root"
+	// MountFailedMarker starts the line Script prints when a mount fails.
+	MountFailedMarker = "GUEST-MOUNT-FAILED:"
+)
+
+// GuestMount is what becomes of one snapshotter mount inside the guest.
+type GuestMount struct {
+	// Type is the guest filesystem: "erofs", "ext4" or "bind".
+	Type string
+	// Disk is the index of the disk backing the mount, -1 for none (bind).
+	Disk int
+	// Device is the guest block device, /dev/vd<'a'+Disk>.
+	Device   string
+	ReadOnly bool
+	// HostSource is the mount's source on the host, as returned.
+	HostSource string
+	// Unsupported says why the guest cannot use this mount (a bind mount
+	// is a host path a VM cannot see); empty when it can.
+	Unsupported string
+}
+
+// GuestMountPlan is the guest side of a snapshotter's mounts, one entry per
+// mount in the order returned.
+type GuestMountPlan struct {
+	Mounts []GuestMount
+}
+
+// DisksFromMounts translates a snapshotter's mounts into VM disks and a
+// guest mount plan exactly as qemubox/spinbox does (DESIGN.md §4, which
+// records the contract as read from its source):
+//
+//   - erofs and format/erofs become read-only virtio-blk disks. For a source
+//     ending in fsmeta.erofs the sibling merged.vmdk is attached instead, if it
+//     exists with size > 0 (else fsmeta.erofs alone, which cannot mount:
+//     the layers are missing); device= and loop options are dropped, since
+//     the flat VMDK carries every layer on one device.
+//   - ext4 becomes a disk, writable unless the options say ro.
+//   - the qemu format comes from the extension: .vmdk → vmdk, else raw.
+//   - bind passes through as a host path, useless in a VM: it appears in the
+//     plan with Unsupported set and gets no disk.
+//   - mkfs/* types are rejected, as is any other type, and more than
+//     MaxDisks disks.
+func DisksFromMounts(mounts []mount.Mount) ([]Disk, GuestMountPlan, error) {
+	var disks []Disk
+	var plan GuestMountPlan
+	for i, m := range mounts {
+		gm := GuestMount{Type: m.Type, Disk: -1, HostSource: m.Source}
+		switch {
+		case m.Type == "erofs" || m.Type == "format/erofs":
+			path := m.Source
+			if filepath.Base(path) == "fsmeta.erofs" {
+				vmdk := filepath.Join(filepath.Dir(path), "merged.vmdk")
+				if fi, err := os.Stat(vmdk); err == nil && fi.Size() > 0 {
+					path = vmdk
+				}
+			}
+			gm.Type, gm.ReadOnly = "erofs", true
+			disks = append(disks, Disk{Path: path, ReadOnly: true})
+		case m.Type == "ext4":
+			gm.ReadOnly = slices.Contains(m.Options, "ro")
+			disks = append(disks, Disk{Path: m.Source, ReadOnly: gm.ReadOnly})
+		case m.Type == "bind":
+			gm.Unsupported = "bind mount of host path " + m.Source + " cannot reach a VM"
+		case strings.HasPrefix(m.Type, "mkfs/"):
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s is rejected by qemubox", i, m.Type)
+		default:
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: unsupported type %q", i, m.Type)
+		}
+		if m.Source == "" {
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d (%s): empty source", i, m.Type)
+		}
+		if gm.Type != "bind" {
+			gm.Disk = len(disks) - 1
+			gm.Device = DeviceName(gm.Disk)
+		}
+		plan.Mounts = append(plan.Mounts, gm)
+	}
+	if len(disks) > MaxDisks {
+		return nil, GuestMountPlan{}, fmt.Errorf("%d disks: qemubox attaches at most %d", len(disks), MaxDisks)
+	}
+	return disks, plan, nil
+}
+
+// DeviceName is the guest device of the i-th virtio disk: /dev/vda, /dev/vdb, …
+func DeviceName(i int) string {
+	return "/dev/vd" + string(rune('a'+i))
+}
+
+// Script returns a busybox sh snippet that mounts the plan the way qemubox's
+// guest does (DESIGN.md §4): mount i at LayersDir/<i> (erofs read-only, ext4
+// read-write with upper/ and work/ created at its root if missing), then
+// RootDir as an overlay whose lowerdir is the erofs mounts newest first and
+// whose upperdir/workdir are on the ext4 disk. Without an ext4 disk the
+// root is the single erofs mount (bind-mounted) or a read-only overlay of
+// several; with only an ext4 disk it is that disk's upper/. Bind mounts are
+// skipped with a comment.
+//
+// Every step is checked explicitly (set -e is ignored inside `if`, `||` and
+// `!` contexts, so it is not relied on): a failure prints a line starting
+// with MountFailedMarker, the kernel version and the kernel's last erofs,
+// overlay and ext4 messages, and exits the script with status 1.
+func (p GuestMountPlan) Script() (string, error) {
+	var b strings.Builder
+	b.WriteString(`mount_failed() {
+	echo "` + MountFailedMarker + ` $* (kernel $(uname -r))"
+	dmesg | grep -iE 'erofs|overlay|ext4' | tail -n 10
+	exit 1
+}
+`)
+	step := func(cmd, what string) {
+		fmt.Fprintf(&b, "%s || mount_failed %q\n", cmd, what)
+	}
+	var lowers []string
+	rw := ""
+	for i, m := range p.Mounts {
+		dir := fmt.Sprintf("%s/%d", LayersDir, i)
+		switch m.Type {
+		case "bind":
+			fmt.Fprintf(&b, "# mount %d: %s\n", i, m.Unsupported)
+			continue
+		case "erofs":
+			step(fmt.Sprintf("mkdir -p %s && mount -t erofs -o ro %s %s", dir, m.Device, dir), fmt.Sprintf("mount %d: erofs %s", i, m.Device))
+			lowers = append(lowers, dir)
+		case "ext4":
+			if m.ReadOnly {
+				return "", fmt.Errorf("mount %d: a read-only ext4 disk cannot hold the overlay upper dir", i)
+			}
+			if rw != "" {
+				return "", fmt.Errorf("mount %d: a second writable ext4 disk", i)
+			}
+			rw = dir
+			step(fmt.Sprintf("mkdir -p %s && mount -t ext4 %s %s", dir, m.Device, dir), fmt.Sprintf("mount %d: ext4 %s", i, m.Device))
+			step(fmt.Sprintf("mkdir -p %s/upper %s/work", dir, dir), fmt.Sprintf("mount %d: upper/ and work/", i))
+		default:
+			return "", fmt.Errorf("mount %d: unknown guest type %q", i, m.Type)
+		}
+	}
+	slices.Reverse(lowers) // overlay wants the topmost (newest) lower first
+	var root string
+	switch {
+	case len(lowers) == 0 && rw == "":
+		return "", errors.New("no mount the guest can use")
+	case rw != "" && len(lowers) == 0:
+		root = fmt.Sprintf("mount --bind %s/upper %s", rw, RootDir)
+	case rw != "":
+		root = fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s/upper,workdir=%s/work %s",
+			strings.Join(lowers, ":"), rw, rw, RootDir)
+	case len(lowers) == 1:
+		root = fmt.Sprintf("mount --bind %s %s", lowers[0], RootDir)
+	default:
+		root = fmt.Sprintf("mount -t overlay overlay -o ro,lowerdir=%s %s", strings.Join(lowers, ":"), RootDir)
+	}
+	step("mkdir -p "+RootDir+" && "+root, "root "+RootDir)
+	return b.String(), nil
+}
