@@ -51,14 +51,12 @@ func convertDir(ctx context.Context, dst *os.File, dir string, opts ConvertOptio
 	}
 	w := &dirWalker{builder: c, ctx: ctx, links: make(map[devIno]*Node)}
 	root := c.tree.Root()
-	st, err := w.stat(dir, root)
-	if err != nil {
+	if _, err := w.stat(dir, root); err != nil {
 		return nil, err
 	}
 	if !root.IsDir() {
 		return nil, fmt.Errorf("erofs: %s: not a directory", dir)
 	}
-	_ = st
 	root.Implicit = false
 	if err := w.walk(dir, root); err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ import (
 func dirBlocks(d *Node, fn func(start, end int)) uint64 {
 	var size uint64
 	start, used := 0, 0
-	for i, c := range d.children {
+	for i, c := range d.dir.children {
 		need := DirentSize + len(c.name)
 		if used+need > BlockSize {
 			if fn != nil {
@@ -30,7 +30,7 @@ func dirBlocks(d *Node, fn func(start, end int)) uint64 {
 		used += need
 	}
 	if fn != nil {
-		fn(start, len(d.children))
+		fn(start, len(d.dir.children))
 	}
 	return size + uint64(used)
 }
@@ -43,7 +43,7 @@ func appendDirBlock(b []byte, children []dirEntry) []byte {
 	b = append(b, make([]byte, nameoff)...)
 	for i, c := range children {
 		de := b[base+i*DirentSize:]
-		binary.LittleEndian.PutUint64(de[0:], c.node.nid)
+		binary.LittleEndian.PutUint64(de[0:], uint64(c.node.nid))
 		binary.LittleEndian.PutUint16(de[8:], uint16(nameoff))
 		de[10] = fileType(c.node.Mode)
 		nameoff += len(c.name)

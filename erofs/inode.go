@@ -18,7 +18,7 @@ type buildStamp struct {
 }
 
 // plan decides the layout and record size of n. It needs n.nlink and, for
-// directories, n.children.
+// directories, n.dir.children.
 func (n *Node) plan(bt buildStamp) error {
 	xsize, err := xattrIbodySize(n.Xattrs)
 	if err != nil {
@@ -27,30 +27,28 @@ func (n *Node) plan(bt buildStamp) error {
 	var tail int
 	switch {
 	case n.IsDir():
-		n.size = dirBlocks(n, nil)
-		tail = int(n.size % BlockSize)
+		n.Data.Size = dirBlocks(n, nil)
+		tail = int(n.Data.Size % BlockSize)
 	case n.Data.Kind == DataBytes:
-		n.size = uint64(len(n.Data.Bytes))
-		tail = int(n.size % BlockSize)
+		n.Data.Size = uint64(len(n.Data.Bytes))
+		tail = int(n.Data.Size % BlockSize)
 	case n.Data.Kind == DataChunks:
-		n.size = n.Data.Size
 		if n.Data.ChunkBits < BlockSizeBits || n.Data.ChunkBits > BlockSizeBits+chunkFormatBlkbitsMask {
 			return fmt.Errorf("chunk bits %d out of range [%d, %d]", n.Data.ChunkBits, BlockSizeBits, BlockSizeBits+chunkFormatBlkbitsMask)
 		}
-		if want := chunkCount(n.size, n.Data.ChunkBits); uint64(len(n.Data.Chunks)) != want {
-			return fmt.Errorf("%d chunk indexes for %d bytes in chunks of 2^%d: want %d", len(n.Data.Chunks), n.size, n.Data.ChunkBits, want)
+		if want := chunkCount(n.Data.Size, n.Data.ChunkBits); uint64(len(n.Data.Chunks)) != want {
+			return fmt.Errorf("%d chunk indexes for %d bytes in chunks of 2^%d: want %d", len(n.Data.Chunks), n.Data.Size, n.Data.ChunkBits, want)
 		}
 	case n.Data.Kind == DataBlocks:
-		n.size = n.Data.Size
-		if n.size > 0 && uint64(n.Data.BlkAddr)+blocksFor(n.size) > math.MaxUint32+1 {
-			return fmt.Errorf("data at block %d of %d bytes beyond 2^32 blocks", n.Data.BlkAddr, n.size)
+		if n.Data.Size > 0 && uint64(n.Data.BlkAddr)+blocksFor(n.Data.Size) > math.MaxUint32+1 {
+			return fmt.Errorf("data at block %d of %d bytes beyond 2^32 blocks", n.Data.BlkAddr, n.Data.Size)
 		}
 	}
 	switch n.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
 	case syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFIFO, syscall.S_IFSOCK:
-		if n.size != 0 {
-			return fmt.Errorf("special file with %d bytes of data", n.size)
+		if n.Data.Size != 0 {
+			return fmt.Errorf("special file with %d bytes of data", n.Data.Size)
 		}
 	default:
 		return fmt.Errorf("unknown file type in mode %#o", n.Mode)
@@ -60,7 +58,7 @@ func (n *Node) plan(bt buildStamp) error {
 	}
 
 	n.ext = n.UID > math.MaxUint16 || n.GID > math.MaxUint16 || n.nlink > math.MaxUint16 ||
-		n.size > math.MaxUint32 || n.Mtime != bt.sec || n.MtimeNsec != bt.nsec
+		n.Data.Size > math.MaxUint32 || n.Mtime != bt.sec || n.MtimeNsec != bt.nsec
 	head := InodeCompactSize
 	if n.ext {
 		head = InodeExtendedSize
@@ -76,7 +74,7 @@ func (n *Node) plan(bt buildStamp) error {
 		n.layout = LayoutFlatInline
 		head += tail
 	}
-	n.headSize = head
+	n.headSize = uint32(head)
 	return nil
 }
 
@@ -87,9 +85,9 @@ func (n *Node) outOfLineBlocks() uint64 {
 		return 0
 	}
 	if n.layout == LayoutFlatInline {
-		return n.size / BlockSize
+		return n.Data.Size / BlockSize
 	}
-	return blocksFor(n.size)
+	return blocksFor(n.Data.Size)
 }
 
 // appendInode appends n's record (header, xattrs; not the inline tail or
@@ -104,14 +102,14 @@ func (n *Node) appendInode(b []byte, ino uint32) []byte {
 		u = n.Rdev
 	case n.IsDir() || n.Data.Kind == DataBytes:
 		u = n.blkaddr
-	case n.Data.Kind == DataBlocks && n.size > 0:
+	case n.Data.Kind == DataBlocks && n.Data.Size > 0:
 		u = n.Data.BlkAddr
 	}
 	format := InodeFormat(n.ext, n.layout)
 	icount := XattrIcount(xsize)
 	if n.ext {
 		rec := InodeExtended{
-			Format: format, XattrCount: icount, Mode: uint16(n.Mode), Size: n.size,
+			Format: format, XattrCount: icount, Mode: uint16(n.Mode), Size: n.Data.Size,
 			U: u, Ino: ino, UID: n.UID, GID: n.GID,
 			Mtime: uint64(n.Mtime), MtimeNsec: n.MtimeNsec, Nlink: n.nlink,
 		}
@@ -119,7 +117,7 @@ func (n *Node) appendInode(b []byte, ino uint32) []byte {
 	} else {
 		rec := InodeCompact{
 			Format: format, XattrCount: icount, Mode: uint16(n.Mode), Nlink: uint16(n.nlink),
-			Size: uint32(n.size), U: u, Ino: ino, UID: uint16(n.UID), GID: uint16(n.GID),
+			Size: uint32(n.Data.Size), U: u, Ino: ino, UID: uint16(n.UID), GID: uint16(n.GID),
 		}
 		b = append(b, rec.Marshal()...)
 	}

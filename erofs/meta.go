@@ -119,7 +119,10 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 		if n.headSize <= BlockSize && cur%BlockSize+uint64(n.headSize) > BlockSize {
 			cur = align64(cur, BlockSize)
 		}
-		n.nid = cur / SlotSize
+		if cur/SlotSize > math.MaxUint32 {
+			return nil, fmt.Errorf("erofs: metadata area beyond %d inode slots", uint64(math.MaxUint32))
+		}
+		n.nid = uint32(cur / SlotSize)
 		cur = align64(cur+uint64(n.headSize), SlotSize)
 	}
 	metaBlocks := blocksFor(cur)
@@ -227,8 +230,19 @@ var ErrTooLarge = fmt.Errorf("image too large")
 // on map iteration, so the same input always gives the same image, and the
 // inodes of one directory sit next to each other. It also counts nlink.
 func (t *Tree) collect() ([]*Node, error) {
+	// Count first so each directory's list is allocated once, exactly.
+	for k := range t.entries {
+		if k.parent.dir == nil {
+			k.parent.dir = &dirInfo{}
+		}
+		k.parent.dir.count++
+	}
 	for k, n := range t.entries {
-		k.parent.children = append(k.parent.children, dirEntry{k.name, n})
+		d := k.parent.dir
+		if d.children == nil {
+			d.children = make([]dirEntry, 0, d.count+2)
+		}
+		d.children = append(d.children, dirEntry{k.name, n})
 	}
 	t.entries = nil // no longer needed: let it go before the big allocations
 	parent := map[*Node]*Node{t.root: t.root}
@@ -239,10 +253,13 @@ func (t *Tree) collect() ([]*Node, error) {
 		if !d.IsDir() {
 			continue
 		}
-		d.children = append(d.children, dirEntry{".", d}, dirEntry{"..", parent[d]})
-		slices.SortFunc(d.children, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+		if d.dir == nil {
+			d.dir = &dirInfo{}
+		}
+		d.dir.children = append(d.dir.children, dirEntry{".", d}, dirEntry{"..", parent[d]})
+		slices.SortFunc(d.dir.children, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
 		d.nlink = 2
-		for _, c := range d.children {
+		for _, c := range d.dir.children {
 			if c.name == "." || c.name == ".." {
 				continue
 			}
@@ -286,14 +303,14 @@ func commonMtime(nodes []*Node) buildStamp {
 
 // appendTail appends the inline tail of a FLAT_INLINE node.
 func (n *Node) appendTail(b []byte) []byte {
-	full := int(n.size / BlockSize)
+	full := int(n.Data.Size / BlockSize)
 	if !n.IsDir() {
 		return append(b, n.Data.Bytes[full*BlockSize:]...)
 	}
 	blk := 0
 	dirBlocks(n, func(s, e int) {
 		if blk == full {
-			b = appendDirBlock(b, n.children[s:e])
+			b = appendDirBlock(b, n.dir.children[s:e])
 		}
 		blk++
 	})
@@ -313,7 +330,7 @@ func (n *Node) writeBlocks(sw *seqWriter) error {
 	dirBlocks(n, func(s, e int) {
 		if blk < nb && err == nil {
 			base := sw.off + int64(len(sw.buf))
-			sw.buf = appendDirBlock(sw.buf, n.children[s:e])
+			sw.buf = appendDirBlock(sw.buf, n.dir.children[s:e])
 			sw.padTo(base + BlockSize)
 			err = sw.maybeFlush()
 		}

@@ -33,12 +33,13 @@ type Node struct {
 	Mode uint32
 	// UID and GID are the numeric owner.
 	UID, GID uint32
-	// Mtime and MtimeNsec are the modification time.
-	Mtime     int64
-	MtimeNsec uint32
 	// Rdev is the device number of a char or block device, encoded like
 	// Linux new_encode_dev (see Mkdev).
 	Rdev uint32
+	// MtimeNsec and Mtime are the modification time.
+	MtimeNsec uint32
+	nid       uint32 // filled by WriteImage (< 2^32: metadata area < 128 GiB); packs here
+	Mtime     int64
 	// Xattrs are the extended attributes, full names. WriteImage validates
 	// them and stores them inline in the inode, sorted by name.
 	Xattrs []Xattr
@@ -47,21 +48,25 @@ type Node struct {
 	// devices, fifos and sockets.
 	Data Data
 
+	// Filled by WriteImage. Kept small: a layer of 100k files holds 100k
+	// Nodes, and the converter's memory budget is per entry.
+	nlink    uint32
+	blkaddr  uint32 // first out-of-line block for DataBytes and directories
+	headSize uint32 // inode + xattrs (+ inline tail or chunk indexes)
+	placed   bool
+	ext      bool // extended inode
+	layout   uint8
 	// Implicit marks a directory the converter made up because an entry
 	// needed a parent: WriteImage gives it the image's build time, so it
 	// costs a compact inode and never depends on the wall clock.
 	Implicit bool
 
-	// Filled by WriteImage.
-	nid      uint64
-	nlink    uint32
+	dir *dirInfo // directories only, filled by WriteImage
+}
+
+type dirInfo struct {
 	children []dirEntry // sorted, including "." and ".."
-	placed   bool
-	layout   uint8
-	headSize int    // inode + xattrs (+ inline tail or chunk indexes)
-	ext      bool   // extended inode
-	blkaddr  uint32 // first out-of-line block for DataBytes and directories
-	size     uint64
+	count    int        // entries, while collecting
 }
 
 type dirEntry struct {
@@ -93,19 +98,20 @@ const (
 
 // Data is where a node's contents are stored.
 type Data struct {
-	Kind DataKind
 	// Size is the file size in bytes (for DataBytes, len(Bytes) is used).
 	Size uint64
-	// BlkAddr is the first block of DataBlocks data.
-	BlkAddr uint32
 	// Bytes is the content of DataBytes.
 	Bytes []byte
-	// ChunkBits is log2 of the chunk size of DataChunks, at least
-	// BlockSizeBits and at most BlockSizeBits+31.
-	ChunkBits uint8
 	// Chunks are the chunk indexes of DataChunks: ceil(Size >> ChunkBits)
 	// of them.
 	Chunks []ChunkIndex
+	// BlkAddr is the first block of DataBlocks data.
+	BlkAddr uint32
+	// Kind says which of the fields above apply.
+	Kind DataKind
+	// ChunkBits is log2 of the chunk size of DataChunks, at least
+	// BlockSizeBits and at most BlockSizeBits+31.
+	ChunkBits uint8
 }
 
 // Mkdev encodes a device number like Linux new_encode_dev, the form EROFS

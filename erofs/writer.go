@@ -128,7 +128,7 @@ func isZeroBlock(b []byte) bool {
 // finishImage writes t's metadata after the data and sizes dst.
 func finishImage(dst *os.File, d *dataWriter, t *Tree, opts ConvertOptions) (*ImageInfo, error) {
 	if err := d.flush(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("erofs: %w", err)
 	}
 	io := ImageOptions{MetaBlkAddr: uint32(d.nextBlock())}
 	if opts.MaxImageSize > 0 {

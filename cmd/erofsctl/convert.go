@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+
+	"github.com/erofs-vm/containerd-erofs/erofs"
+)
+
+func init() {
+	register("convert", command{
+		usage: "convert [-v] [-o OUT] [IN|-]",
+		help:  "convert an OCI layer tar (plain, gzip or zstd) to an EROFS image",
+		run:   runConvert,
+	})
+}
+
+// stdin is the input of "convert -"; tests replace it.
+var stdin io.Reader = os.Stdin
+
+func runConvert(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output image (default: IN with its .tar[.gz|.zst] suffix replaced by .erofs)")
+	verbose := fs.Bool("v", false, "print statistics")
+	noSync := fs.Bool("no-sync", false, "skip the fsync before the rename (benchmarks; the image may be lost in a crash)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	in := "-"
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		in = fs.Arg(0)
+	default:
+		return errors.New("at most one input")
+	}
+	if *out == "" {
+		if in == "-" {
+			return errors.New("-o is required when reading stdin")
+		}
+		*out = defaultOutput(in)
+	}
+
+	var src io.Reader = stdin
+	if in != "-" {
+		f, err := os.Open(in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src = f
+	}
+	// Gzip and zstd are detected by their magic; containerd runs igzip or
+	// unpigz for gzip when they are on PATH, the fastest inflaters here.
+	dec, err := compression.DecompressStream(src)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	defer dec.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	stats, err := convertAtomic(ctx, *out, dec, !*noSync)
+	if err != nil {
+		return err
+	}
+	if *verbose {
+		d := time.Since(start)
+		fmt.Fprintf(stdout, "%s: %d entries, %d inodes, %d data bytes, image %d bytes, %.3fs, %.0f MB/s (%s input)\n",
+			*out, stats.Entries, stats.Inodes, stats.DataBytes, stats.ImageBytes, d.Seconds(),
+			float64(stats.DataBytes)/1e6/d.Seconds(), compressionName(dec.GetCompression()))
+		for _, s := range stats.Skipped {
+			fmt.Fprintf(stdout, "skipped %s\n", s)
+		}
+	}
+	return nil
+}
+
+// convertAtomic converts into a temp file next to out and renames it into
+// place after fsync, so out is either absent/old or a complete image, and
+// nothing is left behind on error.
+func convertAtomic(ctx context.Context, out string, src io.Reader, sync bool) (*erofs.ConvertStats, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	stats, err := erofs.ConvertTar(ctx, tmp, src, erofs.ConvertOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return nil, err
+	}
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return nil, err
+	}
+	ok = true
+	if d, err := os.Open(filepath.Dir(out)); sync && err == nil {
+		_ = d.Sync() // make the rename durable; best effort
+		d.Close()
+	}
+	return stats, nil
+}
+
+func defaultOutput(in string) string {
+	for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar"} {
+		if strings.HasSuffix(in, ext) {
+			return strings.TrimSuffix(in, ext) + ".erofs"
+		}
+	}
+	return in + ".erofs"
+}
+
+func compressionName(c compression.Compression) string {
+	if ext := c.Extension(); ext != "" {
+		return ext
+	}
+	return "tar"
+}

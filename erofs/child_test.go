@@ -1,0 +1,202 @@
+package erofs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tests that need a fresh process (peak RSS, a different environment)
+// re-exec the test binary into TestConvertChild with EROFS_CONVERT_CHILD set.
+
+const childEnv = "EROFS_CONVERT_CHILD"
+
+// runChild runs TestConvertChild in a new process with mode and extra env,
+// and returns its "RESULT ..." line.
+func runChild(t *testing.T, mode string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestConvertChild$", "-test.v")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+mode), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child %s: %v\n%s", mode, err, out)
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if r, ok := strings.CutPrefix(line, "RESULT "); ok {
+			return r
+		}
+	}
+	t.Fatalf("child %s printed no result:\n%s", mode, out)
+	return ""
+}
+
+// TestConvertChild is the child side; it does nothing in a normal run.
+func TestConvertChild(t *testing.T) {
+	mode := os.Getenv(childEnv)
+	if mode == "" {
+		t.Skip("only runs re-executed by another test")
+	}
+	kind, arg, _ := strings.Cut(mode, ":")
+	switch kind {
+	case "hash": // convert the tar at arg, print the image's sha256
+		src, err := os.Open(arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		dst, err := os.CreateTemp(t.TempDir(), "img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		if _, err := ConvertTar(context.Background(), dst, src, ConvertOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("RESULT %s\n", fileSHA(t, dst.Name()))
+	case "memory": // convert a generated layer streamed through a pipe, print peak RSS
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(generateLayer(pw)) }()
+		dst, err := os.CreateTemp(t.TempDir(), "img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		stats, err := ConvertTar(context.Background(), dst, pr, ConvertOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("RESULT %d %d %d\n", peakRSS(t), stats.DataBytes, stats.Entries)
+	default:
+		t.Fatalf("unknown child mode %q", mode)
+	}
+}
+
+// generateLayer writes a ~4 GiB layer: three 1.2 GiB files and 100k small
+// ones spread over 4 directories. Big files are zero but for a stamp per
+// MiB, so the image stays mostly holes on disk while every byte still goes
+// through the converter.
+func generateLayer(w io.Writer) error {
+	tw := tar.NewWriter(w)
+	mt := time.Unix(1700000000, 0)
+	big := make([]byte, 1<<20)
+	for i := range 3 {
+		size := int64(1200) << 20
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("big/%d", i), Mode: 0o644, Size: size, ModTime: mt}); err != nil {
+			return err
+		}
+		for off := int64(0); off < size; off += int64(len(big)) {
+			copy(big, fmt.Sprintf("file %d offset %d", i, off))
+			if _, err := tw.Write(big); err != nil {
+				return err
+			}
+		}
+	}
+	small := bytes.Repeat([]byte("small file content "), 200) // 3.8 KB
+	for i := range 100_000 {
+		name := fmt.Sprintf("d%d/some/nested/file-%06d.txt", i%4, i)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(small)), ModTime: mt}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(small); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// peakRSS returns this process's peak resident set in bytes (VmHWM).
+func peakRSS(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+func fileSHA(t testing.TB, p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// TestConvertMemory: converting a generated 4 GiB layer with 100k files,
+// streamed through a pipe, keeps the converter's peak RSS under 64 MiB.
+func TestConvertMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 4 GiB through the converter")
+	}
+	var rss, data, entries int64
+	if _, err := fmt.Sscan(runChild(t, "memory"), &rss, &data, &entries); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("peak RSS %.1f MiB converting %d entries, %.2f GiB of data", float64(rss)/(1<<20), entries, float64(data)/(1<<30))
+	if data < 3<<30+700<<20 || entries != 100_003 {
+		t.Fatalf("converted %d bytes in %d entries: generator broken", data, entries)
+	}
+	if rss > 64<<20 {
+		t.Errorf("peak RSS %d MiB, want < 64 MiB", rss>>20)
+	}
+}
+
+// TestConvertDeterministic: the same tar gives byte-identical images, in
+// this process and in children with another time zone, locale and GC
+// setting (nothing may depend on the wall clock, environment or map order).
+func TestConvertDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "l.tar")
+	var entries []tarEntry
+	entries = append(entries, dirEnt("./", 0o755))
+	for i := range 300 {
+		name := fmt.Sprintf("d%d/f%d", i%7, i)
+		e := reg(name, 0o644, strings.Repeat("x", i*37))
+		e.hdr.ModTime = time.Unix(1700000000+int64(i%5), int64(i))
+		e = with(e, xattrsPAX(fmt.Sprintf("user.k%d", i%3), "v", "user.z", "w", "trusted.a", "b"))
+		entries = append(entries, e, hardlink(name+".hl", name), symlink(name+".sl", "f0"))
+	}
+	entries = append(entries, reg("d0/.wh.gone", 0o644, ""), reg("d1/.wh..wh..opq", 0o644, ""))
+	writeTar(t, p, tar.FormatPAX, entries)
+
+	want := runChild(t, "hash:"+p)
+	for i, env := range [][]string{
+		{"TZ=Pacific/Chatham", "LANG=C"},
+		{"TZ=UTC", "LC_ALL=de_DE.UTF-8", "GOGC=1", "GOMAXPROCS=1"},
+	} {
+		if got := runChild(t, "hash:"+p, env...); got != want {
+			t.Errorf("run %d with %v: image sha256 %s, first run %s", i+1, env, got, want)
+		}
+	}
+	// and in this process, twice
+	for range 2 {
+		img, _ := convertFile(t, p, t.TempDir())
+		if got := fileSHA(t, img); got != want {
+			t.Errorf("in-process image sha256 %s, child %s", got, want)
+		}
+	}
+}
