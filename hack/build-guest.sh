@@ -43,6 +43,10 @@ NEEDED=(
 	CRYPTO_CRC32C:crc32c_generic # libcrc32c finds crc32c through the crypto API (a softdep, not in modules.dep)
 )
 
+# Temp dirs removed on any exit, success or failure.
+tmpdirs=()
+trap 'rm -rf "${tmpdirs[@]}"' EXIT
+
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() {
 	log "error: $*"
@@ -96,7 +100,7 @@ fetch_kernel_deb() {
 	uri=$(debian_uri | head -1)
 	[[ -n $uri ]] || die "no Debian bookworm main source in /etc/apt/sources.list{,.d}"
 	work=$(mktemp -d "$CACHE/.apt.XXXXXX")
-	trap 'rm -rf "$work"' RETURN
+	tmpdirs+=("$work")
 	mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc/preferences.d"
 	# Only backports: `apt-get download` resolves no dependencies, so the
 	# bookworm main index (13 MB) would be fetched for nothing.
@@ -150,7 +154,7 @@ if [[ -f $OUT/vmlinuz && -f $OUT/initramfs.cpio.gz && -f $OUT/.stamp && $(cat "$
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/build-guest.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+tmpdirs+=("$work")
 tree=$work/kernel
 dpkg-deb -x "$deb" "$tree"
 kver=$(ls "$tree/lib/modules" | head -1)
