@@ -1,0 +1,95 @@
+package differ
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// repoFile returns path under the repository root (found by go.mod).
+func repoFile(tb testing.TB, rel string) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, rel)
+		}
+		if filepath.Dir(dir) == dir {
+			tb.Fatal("no go.mod above the working directory")
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// BenchmarkApplyRootfs applies the Debian rootfs layer (gzip, then zstd)
+// with the real converter: the per-layer cost of an unpack.
+func BenchmarkApplyRootfs(b *testing.B) {
+	layer := repoFile(b, "_output/images/layers/1-rootfs.tar")
+	if _, err := os.Stat(layer); err != nil {
+		b.Skip("no test image: make test-image (hack/build-test-image.sh)")
+	}
+	for _, tc := range []struct {
+		name, mediaType string
+		cmd             []string
+	}{
+		{"gzip", ocispec.MediaTypeImageLayerGzip, []string{"gzip", "-6", "-c", layer}},
+		{"zstd", ocispec.MediaTypeImageLayerZstd, []string{"zstd", "-3", "-q", "-c", layer}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := newFixture(&testing.T{})
+			f.d = New(f.store, Config{})
+			blobPath := filepath.Join(b.TempDir(), "blob")
+			out, err := os.Create(blobPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(tc.cmd[0], tc.cmd[1:]...)
+			cmd.Stdout = out
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+			out.Close()
+			blob, err := os.Open(blobPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer blob.Close()
+			fi, _ := blob.Stat()
+			dg, err := digest.FromReader(blob)
+			if err != nil {
+				b.Fatal(err)
+			}
+			blob.Seek(0, 0)
+			desc := ocispec.Descriptor{MediaType: tc.mediaType, Digest: dg, Size: fi.Size()}
+			if err := content.WriteBlob(context.Background(), f.store, "bench", blob, desc); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(fi.Size())
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				dir := filepath.Join(b.TempDir(), "snap")
+				os.Mkdir(dir, 0o700)
+				os.WriteFile(filepath.Join(dir, ".erofslayer"), nil, 0o644)
+				b.StartTimer()
+				if _, err := f.d.Apply(context.Background(), desc, bindOf(dir)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func bindOf(dir string) []mount.Mount {
+	return []mount.Mount{{Type: "bind", Source: dir, Options: []string{"rbind", "rw"}}}
+}

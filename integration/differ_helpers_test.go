@@ -1,0 +1,278 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/erofs-vm/containerd-erofs/differ/difftest"
+	"github.com/erofs-vm/containerd-erofs/erofs"
+)
+
+// differAsset returns a file of _output/images, or skips (fails under
+// EROFS_REQUIRE_ASSETS=1) naming the make target that builds it.
+func differAsset(t *testing.T, rel string) string {
+	t.Helper()
+	p := filepath.Join(RepoRoot(t), "_output", "images", rel)
+	if _, err := os.Stat(p); err != nil {
+		msg := p + " missing: run `make test-image`"
+		if os.Getenv("EROFS_REQUIRE_ASSETS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+func differRequireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the daemon, loop devices and kernel mounts")
+	}
+}
+
+// differRun runs a command with a timeout and returns its output, failing t
+// on error.
+func differRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// differLoop attaches file to a free loop device (read-only unless rw) and
+// detaches it at cleanup.
+func differLoop(t testing.TB, file string, rw bool) string {
+	t.Helper()
+	args := []string{"--find", "--show"}
+	if !rw {
+		args = append(args, "--read-only")
+	}
+	dev := strings.TrimSpace(differRun(t, "losetup", append(args, file)...))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// differMount mounts src on a new dir under t.TempDir() and unmounts it at
+// cleanup (registered after the loop devices it uses, so it runs first).
+func differMount(t testing.TB, fstype, src, opts string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(t.TempDir(), fstype+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, dir, fstype, 0, opts); err != nil {
+		t.Fatalf("mount -t %s -o %s %s %s: %v", fstype, opts, src, dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// differMountErofs mounts an EROFS image (plus extra devices) read-only with
+// the kernel, each file on its own loop device.
+func differMountErofs(t testing.TB, image string, devices ...string) string {
+	t.Helper()
+	opts := []string{"ro"}
+	for _, d := range devices {
+		opts = append(opts, "device="+differLoop(t, d, false))
+	}
+	return differMount(t, "erofs", differLoop(t, image, false), strings.Join(opts, ","))
+}
+
+// differMountSnapshot mounts the raw mounts of an erofs-vm snapshot the
+// way the guest does (DESIGN §4): the EROFS stack read-only, and for a
+// writable snapshot the ext4 rwlayer with an overlay over both. Mounts of
+// other snapshotters (overlayfs, bind) go through containerd's mount
+// package. It returns the root of the tree a container sees.
+func differMountSnapshot(t testing.TB, mounts []mount.Mount) string {
+	t.Helper()
+	if len(mounts) == 0 {
+		t.Fatal("no mounts")
+	}
+	switch mounts[0].Type {
+	case "erofs", "format/erofs", "ext4":
+	default:
+		dir := t.TempDir()
+		if err := mount.All(mounts, dir); err != nil {
+			t.Fatalf("mount %+v: %v", mounts, err)
+		}
+		t.Cleanup(func() {
+			if err := mount.UnmountAll(dir, 0); err != nil {
+				t.Errorf("unmount %s: %v", dir, err)
+			}
+		})
+		return dir
+	}
+	var lower, rw string
+	for _, m := range mounts {
+		switch m.Type {
+		case "erofs":
+			lower = differMountErofs(t, m.Source)
+		case "format/erofs":
+			var devs []string
+			for _, o := range m.Options {
+				if d, ok := strings.CutPrefix(o, "device="); ok {
+					devs = append(devs, d)
+				}
+			}
+			lower = differMountErofs(t, m.Source, devs...)
+		case "ext4":
+			rw = differMount(t, "ext4", differLoop(t, m.Source, true), "")
+		default:
+			t.Fatalf("unexpected mount %+v", m)
+		}
+	}
+	if rw == "" {
+		return lower
+	}
+	for _, d := range []string{"upper", "work"} {
+		if err := os.MkdirAll(filepath.Join(rw, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lower == "" {
+		return filepath.Join(rw, "upper")
+	}
+	return differMount(t, "overlay", "overlay",
+		"lowerdir="+lower+",upperdir="+filepath.Join(rw, "upper")+",workdir="+filepath.Join(rw, "work"))
+}
+
+// differReferenceLayer converts an uncompressed layer tar the direct way,
+// `erofsctl convert`, falling back to erofs.ConvertTar in process while the
+// subcommand does not exist yet.
+func differReferenceLayer(t *testing.T, tarPath string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(tarPath)+".erofs")
+	cmd := exec.Command(Binary(t, "erofsctl"), "convert", "-o", out, tarPath)
+	b, err := cmd.CombinedOutput()
+	if err == nil {
+		return out
+	}
+	if !strings.Contains(string(b), "unknown command") {
+		t.Fatalf("erofsctl convert %s: %v\n%s", tarPath, err, b)
+	}
+	t.Logf("erofsctl has no convert yet; converting %s with erofs.ConvertTar", filepath.Base(tarPath))
+	src, err := os.Open(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := erofs.ConvertTar(context.Background(), dst, src, erofs.ConvertOptions{}); err != nil {
+		t.Fatalf("ConvertTar %s: %v", tarPath, err)
+	}
+	return out
+}
+
+// allXattrs keeps every xattr: EROFS layers carry overlay whiteouts and
+// opaque markers, and those must match too.
+var allXattrs = difftest.Options{KeepXattr: func(string) bool { return true }}
+
+// differTree is difftest.Tree failing t on error.
+func differTree(t testing.TB, root string, opts difftest.Options) map[string]difftest.Entry {
+	t.Helper()
+	tree, err := difftest.Tree(root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// ociArchive builds an OCI image layout archive (what `ctr images import`
+// reads) of one image whose layers are the given blobs, with diffIDs as
+// the config's rootfs (they need not match: that is what some tests test).
+type ociLayer struct {
+	blob      []byte
+	mediaType string
+	diffID    digest.Digest
+}
+
+func ociArchive(t *testing.T, name string, layers []ociLayer) string {
+	t.Helper()
+	blobs := map[digest.Digest][]byte{}
+	put := func(b []byte) ocispec.Descriptor {
+		d := digest.FromBytes(b)
+		blobs[d] = b
+		return ocispec.Descriptor{Digest: d, Size: int64(len(b))}
+	}
+	cfg := ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS:   ocispec.RootFS{Type: "layers"},
+	}
+	var mf ocispec.Manifest
+	mf.SchemaVersion = 2
+	mf.MediaType = ocispec.MediaTypeImageManifest
+	for _, l := range layers {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID)
+		d := put(l.blob)
+		d.MediaType = l.mediaType
+		mf.Layers = append(mf.Layers, d)
+	}
+	cb, _ := json.Marshal(cfg)
+	mf.Config = put(cb)
+	mf.Config.MediaType = ocispec.MediaTypeImageConfig
+	mb, _ := json.Marshal(mf)
+	md := put(mb)
+	md.MediaType = ocispec.MediaTypeImageManifest
+	md.Annotations = map[string]string{"io.containerd.image.name": name, ocispec.AnnotationRefName: "latest"}
+	md.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	idx := ocispec.Index{Manifests: []ocispec.Descriptor{md}, MediaType: ocispec.MediaTypeImageIndex}
+	idx.SchemaVersion = 2
+	ib, _ := json.Marshal(idx)
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(n string, b []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(b)
+	}
+	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	add("index.json", ib)
+	for d, b := range blobs {
+		add(fmt.Sprintf("blobs/%s/%s", d.Algorithm(), d.Encoded()), b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "image.oci.tar")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// withCancel is context.WithCancel, named here so tests read top-down.
+func withCancel(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(ctx)
+}
