@@ -27,7 +27,7 @@ func TestWritableSize(t *testing.T) {
 		{label: "1048575", bad: true}, // below 1 MiB
 		{label: strconv.FormatInt(MaxWritableSize+1, 10), bad: true},
 		{label: "99999999999999999999", bad: true}, // overflows int64
-		{label: "1GiB", bad: true},                // bytes only, as containerd defines it
+		{label: "1GiB", bad: true},                 // bytes only, as containerd defines it
 		{label: "-1", bad: true},
 		{label: "0", bad: true},
 		{label: "0x100000", bad: true},
@@ -103,6 +103,24 @@ func TestWritableLayer(t *testing.T) {
 		})
 	}
 
+	t.Run("own UUID", func(t *testing.T) {
+		// Both layers come from one cached template: each must have its
+		// own filesystem UUID, in every superblock copy (e2fsck above
+		// checks the backups and checksums agree).
+		a, b := ext4UUID(t, s.rwLayerPath(idOf(t, s, "default"))), ext4UUID(t, s.rwLayerPath(idOf(t, s, "labelled")))
+		if _, err := s.Prepare(ctx, "default2", ""); err != nil {
+			t.Fatal(err)
+		}
+		c := ext4UUID(t, s.rwLayerPath(idOf(t, s, "default2")))
+		tpl := ext4UUID(t, filepath.Join(root, rwCacheDirName, strconv.Itoa(64<<20)+".img"))
+		if a == c || a == tpl || c == tpl || a == b {
+			t.Errorf("UUIDs not unique: %s %s %s (template %s)", a, b, c, tpl)
+		}
+		if err := s.Remove(ctx, "default2"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("bad size", func(t *testing.T) {
 		_, err := s.Prepare(ctx, "bad", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotMaxSize: "12abc"}))
 		if !errdefs.IsInvalidArgument(err) {
@@ -116,4 +134,21 @@ func TestWritableLayer(t *testing.T) {
 			t.Errorf("snapshots/ holds %d entries, want the 2 good snapshots", len(entries))
 		}
 	})
+}
+
+// ext4UUID reads the filesystem UUID with dumpe2fs (e2fsprogs), not with
+// our own parser.
+func ext4UUID(t *testing.T, img string) string {
+	t.Helper()
+	out, err := exec.Command("dumpe2fs", "-h", img).Output()
+	if err != nil {
+		t.Fatalf("dumpe2fs %s: %v", img, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "Filesystem UUID:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no UUID in dumpe2fs output of %s", img)
+	return ""
 }

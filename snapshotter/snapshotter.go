@@ -47,6 +47,10 @@ type Snapshotter struct {
 	// locks serialises the file work of Commit and Remove on one snapshot id.
 	locks idLocks
 
+	// rwMu guards rwSizes, the cached ext4 templates, least recently used first.
+	rwMu    sync.Mutex
+	rwSizes []string
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -86,6 +90,11 @@ func open(root string, cfg Config) (*Snapshotter, error) {
 		return nil, fmt.Errorf("root %q must be absolute: %w", root, errdefs.ErrInvalidArgument)
 	}
 	if err := os.MkdirAll(filepath.Join(root, snapshotsDir), 0o700); err != nil {
+		return nil, err
+	}
+	// Templates are a cache; a new start formats them again (after an
+	// e2fsprogs upgrade, with the new mkfs).
+	if err := os.RemoveAll(filepath.Join(root, rwCacheDirName)); err != nil {
 		return nil, err
 	}
 	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"))
