@@ -25,13 +25,13 @@ func convertDebianLayers(t *testing.T, base string) []string {
 	for _, name := range debianLayerTars {
 		src := fsmetaAsset(t, filepath.Join("images", "layers", name), "test-image")
 		in, err := os.Open(src)
-		must(t, err)
+		fsmetaMust(t, err)
 		out := filepath.Join(base, strings.TrimSuffix(name, ".tar")+".erofs")
 		f, err := os.Create(out)
-		must(t, err)
+		fsmetaMust(t, err)
 		_, err = erofs.ConvertTar(context.Background(), f, in, erofs.ConvertOptions{})
 		in.Close()
-		must(t, f.Close())
+		fsmetaMust(t, f.Close())
 		if err != nil {
 			t.Fatalf("ConvertTar %s: %v", name, err)
 		}
@@ -69,7 +69,7 @@ func TestFSMetaDebian3Layer(t *testing.T) {
 func topLayerWhiteouts(t *testing.T, tarPath string) []string {
 	t.Helper()
 	f, err := os.Open(tarPath)
-	must(t, err)
+	fsmetaMust(t, err)
 	defer f.Close()
 	var out []string
 	tr := tar.NewReader(f)
@@ -78,7 +78,7 @@ func topLayerWhiteouts(t *testing.T, tarPath string) []string {
 		if err == io.EOF {
 			return out
 		}
-		must(t, err)
+		fsmetaMust(t, err)
 		dir, base := path.Split(path.Clean("/" + h.Name))
 		if strings.HasPrefix(base, ".wh.") && base != ".wh..wh..opq" {
 			out = append(out, path.Join(dir, strings.TrimPrefix(base, ".wh.")))

@@ -50,16 +50,16 @@ func opChown(p string, uid int) stackOp { return stackOp{kind: "chown", path: p,
 func buildStackDirs(t *testing.T, base string, layers [][]stackOp) (layerDirs []string, expected string) {
 	t.Helper()
 	expected = filepath.Join(base, "expected")
-	must(t, os.MkdirAll(expected, 0o755))
+	fsmetaMust(t, os.MkdirAll(expected, 0o755))
 	for i, ops := range layers {
 		dir := filepath.Join(base, fmt.Sprintf("l%d", i))
-		must(t, os.MkdirAll(dir, 0o755))
+		fsmetaMust(t, os.MkdirAll(dir, 0o755))
 		for _, op := range ops {
-			applyOp(t, dir, op, true)
-			applyOp(t, expected, op, false)
+			fsmetaApplyOp(t, dir, op, true)
+			fsmetaApplyOp(t, expected, op, false)
 		}
 		mtime := time.Unix(1700000000+int64(i)*1000, 0)
-		must(t, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		fsmetaMust(t, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
 			if err != nil {
 				return err
 			}
@@ -71,14 +71,14 @@ func buildStackDirs(t *testing.T, base string, layers [][]stackOp) (layerDirs []
 	return layerDirs, expected
 }
 
-// applyOp applies op to root; layer selects the upper form of deletions.
-func applyOp(t *testing.T, root string, op stackOp, layer bool) {
+// fsmetaApplyOp applies op to root; layer selects the upper form of deletions.
+func fsmetaApplyOp(t *testing.T, root string, op stackOp, layer bool) {
 	t.Helper()
 	p := filepath.Join(root, op.path)
-	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	fsmetaMust(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	replace := func() {
 		if fi, err := os.Lstat(p); err == nil && !(fi.IsDir() && op.kind == "dir") {
-			must(t, os.RemoveAll(p))
+			fsmetaMust(t, os.RemoveAll(p))
 		}
 	}
 	switch op.kind {
@@ -88,48 +88,48 @@ func applyOp(t *testing.T, root string, op stackOp, layer bool) {
 		if op.repeat > 0 {
 			data = bytes.Repeat(data, op.repeat)
 		}
-		must(t, os.WriteFile(p, data, 0o600))
-		must(t, os.Chmod(p, os.FileMode(op.mode)))
-		must(t, unix.Chmod(p, op.mode)) // keeps setuid/setgid/sticky bits
+		fsmetaMust(t, os.WriteFile(p, data, 0o600))
+		fsmetaMust(t, os.Chmod(p, os.FileMode(op.mode)))
+		fsmetaMust(t, unix.Chmod(p, op.mode)) // keeps setuid/setgid/sticky bits
 	case "dir":
 		replace()
-		must(t, os.MkdirAll(p, 0o755))
-		must(t, unix.Chmod(p, op.mode))
+		fsmetaMust(t, os.MkdirAll(p, 0o755))
+		fsmetaMust(t, unix.Chmod(p, op.mode))
 	case "opaque":
-		must(t, os.RemoveAll(p))
-		must(t, os.Mkdir(p, 0o755))
-		must(t, unix.Chmod(p, op.mode))
+		fsmetaMust(t, os.RemoveAll(p))
+		fsmetaMust(t, os.Mkdir(p, 0o755))
+		fsmetaMust(t, unix.Chmod(p, op.mode))
 		if layer {
-			must(t, unix.Lsetxattr(p, "trusted.overlay.opaque", []byte("y"), 0))
+			fsmetaMust(t, unix.Lsetxattr(p, "trusted.overlay.opaque", []byte("y"), 0))
 		}
 	case "whiteout":
-		must(t, os.RemoveAll(p))
+		fsmetaMust(t, os.RemoveAll(p))
 		if layer {
-			must(t, unix.Mknod(p, unix.S_IFCHR, 0))
+			fsmetaMust(t, unix.Mknod(p, unix.S_IFCHR, 0))
 		}
 	case "symlink":
 		replace()
-		must(t, os.Symlink(op.data, p))
+		fsmetaMust(t, os.Symlink(op.data, p))
 	case "link":
 		replace()
-		must(t, os.Link(filepath.Join(root, op.data), p))
+		fsmetaMust(t, os.Link(filepath.Join(root, op.data), p))
 	case "xattr":
 		name, value, _ := bytes.Cut([]byte(op.data), []byte("="))
-		must(t, unix.Lsetxattr(p, string(name), value, 0))
+		fsmetaMust(t, unix.Lsetxattr(p, string(name), value, 0))
 	case "fifo":
 		replace()
-		must(t, unix.Mkfifo(p, op.mode))
+		fsmetaMust(t, unix.Mkfifo(p, op.mode))
 	case "chr":
 		replace()
-		must(t, unix.Mknod(p, unix.S_IFCHR|op.mode, int(unix.Mkdev(1, 3))))
+		fsmetaMust(t, unix.Mknod(p, unix.S_IFCHR|op.mode, int(unix.Mkdev(1, 3))))
 	case "chown":
-		must(t, os.Lchown(p, op.uid, op.uid))
+		fsmetaMust(t, os.Lchown(p, op.uid, op.uid))
 	default:
 		t.Fatalf("unknown op %q", op.kind)
 	}
 }
 
-func must(t testing.TB, err error) {
+func fsmetaMust(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func mkfsLayer(t *testing.T, dir, out string) {
 	fsmetaRun(t, "mkfs.erofs", "--quiet", "--preserve-mtime", "-Uc1b9d5a2-1b2c-4d5e-8f90-123456789abc", out, dir)
 }
 
-// views mounts the oracle for layers (oldest first) and returns its tree.
+// oracleTree mounts the oracle for layers (oldest first) and returns its tree.
 func oracleTree(t *testing.T, base string, layers []string) map[string]fsmetaEntry {
 	t.Helper()
 	var lowers []string // newest first, as overlayfs wants them
@@ -48,14 +48,14 @@ func buildFSMeta(t *testing.T, base string, layers []string) (string, *erofs.FSM
 	t.Helper()
 	p := filepath.Join(base, "fsmeta.erofs")
 	f, err := os.Create(p)
-	must(t, err)
+	fsmetaMust(t, err)
 	defer f.Close()
 	meta, err := erofs.BuildFSMeta(context.Background(), f, layers)
 	if err != nil {
 		t.Fatalf("BuildFSMeta: %v", err)
 	}
 	fi, err := f.Stat()
-	must(t, err)
+	fsmetaMust(t, err)
 	if fi.Size() != int64(meta.Blocks)*erofs.BlockSize {
 		t.Fatalf("fsmeta is %d bytes, FSMeta.Blocks says %d blocks", fi.Size(), meta.Blocks)
 	}
@@ -78,9 +78,9 @@ func buildFSMeta(t *testing.T, base string, layers []string) (string, *erofs.FSM
 func flatFromVMDK(t *testing.T, base string, parts ...string) string {
 	t.Helper()
 	files, err := vmdk.FilesFromPaths(parts...)
-	must(t, err)
+	fsmetaMust(t, err)
 	desc := filepath.Join(base, "merged.vmdk")
-	must(t, vmdk.WriteFile(desc, files))
+	fsmetaMust(t, vmdk.WriteFile(desc, files))
 	info := fsmetaRun(t, "qemu-img", "info", "--output=json", desc)
 	var want int64
 	for _, f := range files {
@@ -128,7 +128,7 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 func convertDirLayer(t *testing.T, dir, out string) {
 	t.Helper()
 	f, err := os.Create(out)
-	must(t, err)
+	fsmetaMust(t, err)
 	defer f.Close()
 	if _, err := erofs.ConvertDir(context.Background(), f, dir, erofs.ConvertOptions{}); err != nil {
 		t.Fatalf("ConvertDir %s: %v", dir, err)
@@ -175,11 +175,11 @@ func checkCraftedStack(t *testing.T, stack [][]stackOp, makeLayer func(t *testin
 	// The harness and the oracle first agree with the intended result
 	// (mtimes aside: the expected dir was written in one go).
 	want := fsmetaTree(t, expected)
-	fsmetaSameTree(t, "overlay", stripMtime(oracle), "expected", stripMtime(want), fsmetaDiffOpts{noNlink: true})
+	fsmetaSameTree(t, "overlay", fsmetaStripMtime(oracle), "expected", fsmetaStripMtime(want), fsmetaDiffOpts{noNlink: true})
 	checkFSMetaViews(t, base, layers, oracle)
 }
 
-func stripMtime(m map[string]fsmetaEntry) map[string]fsmetaEntry {
+func fsmetaStripMtime(m map[string]fsmetaEntry) map[string]fsmetaEntry {
 	out := make(map[string]fsmetaEntry, len(m))
 	for p, e := range m {
 		e.Mtime = ""
@@ -211,23 +211,23 @@ func TestFSMetaLayerOver2GiB(t *testing.T) {
 	}
 	// A sparse tail: the layer's own blocks end early, the device (and
 	// its slot in the flat disk) is 2.5 GiB.
-	must(t, os.Truncate(layers[1], 5<<29))
+	fsmetaMust(t, os.Truncate(layers[1], 5<<29))
 	oracle := oracleTree(t, base, layers)
 	fsmeta, meta := buildFSMeta(t, base, layers)
 	if top := meta.Devices[2].MappedBlkAddr; uint64(top)*erofs.BlockSize <= 2<<30 {
 		t.Fatalf("top layer mapped at block %d: the test no longer crosses 2 GiB", top)
 	}
-	d, err := vmdk.NewDescriptor(mustFiles(t, append([]string{fsmeta}, layers...)...))
-	must(t, err)
+	d, err := vmdk.NewDescriptor(fsmetaFiles(t, append([]string{fsmeta}, layers...)...))
+	fsmetaMust(t, err)
 	if len(d.Extents) < 4 {
 		t.Fatalf("%d VMDK extents for 3 layers incl. a 2.5 GiB one: no split", len(d.Extents))
 	}
 	checkFSMetaViews(t, base, layers, oracle)
 }
 
-func mustFiles(t *testing.T, paths ...string) []vmdk.File {
+func fsmetaFiles(t *testing.T, paths ...string) []vmdk.File {
 	t.Helper()
 	files, err := vmdk.FilesFromPaths(paths...)
-	must(t, err)
+	fsmetaMust(t, err)
 	return files
 }
