@@ -11,12 +11,6 @@ import (
 	"github.com/erofs-vm/containerd-erofs/snapshotter"
 )
 
-// MinWritableSize is the smallest default_writable_size accepted. mkfs.ext4
-// cannot make a filesystem in less than 256 KiB, and an ext4 writable layer
-// smaller than a mebibyte holds nothing a container would write, so a value
-// below this is a typo (a missing unit), not a wish.
-const MinWritableSize = 1 << 20
-
 // SnapshotterConfig is the TOML table
 // [plugins.'io.containerd.snapshotter.v1.erofs-vm'] (DESIGN.md §2).
 //
@@ -82,8 +76,13 @@ func (c *SnapshotterConfig) Parse(defaultRoot string) (string, snapshotter.Confi
 	if err != nil {
 		return "", cfg, fmt.Errorf("default_writable_size %q: %w", c.DefaultWritableSize, err)
 	}
-	if size < MinWritableSize {
+	// The snapshotter's own bounds (it checks max-size labels against them
+	// too), checked here so the error names the config key.
+	if size < snapshotter.MinWritableSize {
 		return "", cfg, fmt.Errorf("default_writable_size %q: %d bytes is below the minimum of 1MiB (missing unit? write e.g. '1GiB')", c.DefaultWritableSize, size)
+	}
+	if size > snapshotter.MaxWritableSize {
+		return "", cfg, fmt.Errorf("default_writable_size %q: %d bytes is above the maximum of 8TiB", c.DefaultWritableSize, size)
 	}
 
 	mode := snapshotter.CommitMode(c.CommitMode)

@@ -85,6 +85,17 @@ func TestSnapshotterConfigParse(t *testing.T) {
 			wantErr: []string{`default_writable_size "1024"`, "minimum"},
 		},
 		{
+			name:     "largest",
+			in:       mod(func(c *SnapshotterConfig) { c.DefaultWritableSize = "8TiB" }),
+			wantRoot: defRoot,
+			want:     snapshotter.Config{DefaultWritableSize: 8 << 40, CommitMode: snapshotter.CommitModeBlock, SetImmutable: true},
+		},
+		{
+			name:    "above the maximum",
+			in:      mod(func(c *SnapshotterConfig) { c.DefaultWritableSize = "9TiB" }),
+			wantErr: []string{`default_writable_size "9TiB"`, "maximum"},
+		},
+		{
 			name:    "overflow",
 			in:      mod(func(c *SnapshotterConfig) { c.DefaultWritableSize = "99999999999TiB" }),
 			wantErr: []string{`default_writable_size "99999999999TiB"`, "out of range"},
