@@ -32,6 +32,15 @@ func TestErrors(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ms[0].Source, "layer.erofs"), make([]byte, 8192), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	ms, err = s.Prepare(ctx, "short-layer", "l1", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(ms[0].Source, "layer.erofs")
+	mkfsErofs(t, short, writeTree(t, map[string]string{"big": strings.Repeat("x", 20000)}))
+	if err := os.Truncate(short, 4096); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Prepare(ctx, "rebase", "", ref); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +58,7 @@ func TestErrors(t *testing.T) {
 		{"commit missing", s.Commit(ctx, "c", "nope"), errdefs.IsNotFound, []string{`"nope"`}},
 		{"commit without layer", s.Commit(ctx, "c", "no-layer"), errdefs.IsFailedPrecondition, []string{`"no-layer"`, "layer.erofs"}},
 		{"commit corrupt layer", s.Commit(ctx, "c", "bad-layer"), errdefs.IsFailedPrecondition, []string{`"bad-layer"`, "layer.erofs", "magic"}},
+		{"commit truncated layer", s.Commit(ctx, "c", "short-layer"), errdefs.IsFailedPrecondition, []string{`"short-layer"`, "layer.erofs", "blocks"}},
 		{"commit onto a view", s.Commit(ctx, "c", "rebase", snapshots.WithParent("v")), errdefs.IsFailedPrecondition, []string{`"rebase"`, `"v"`}},
 		{"commit changing parent", s.Commit(ctx, "c", "no-layer", snapshots.WithParent("v")), errdefs.IsInvalidArgument, []string{`"no-layer"`}},
 		{"commit to existing name", commitWithLayer(t, s, "rebase", "l1"), errdefs.IsAlreadyExists, []string{`"l1"`}},
@@ -224,4 +234,82 @@ func allocated(t *testing.T, p string) int64 {
 		t.Fatal(err)
 	}
 	return st.Blocks * 512
+}
+
+// TestConversionError: a writable snapshot whose upper cannot be converted
+// (here its ext4 image is destroyed) stays active, says why in the
+// conversion-error label, and leaves no half-written layer.
+func TestConversionError(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	stack(t, s, 1)
+	ms, err := s.Prepare(ctx, "w", "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := ms[len(ms)-1].Source
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Commit(ctx, "c", "w")
+	if err == nil || !strings.Contains(err.Error(), img) || !strings.Contains(err.Error(), `"w"`) {
+		t.Fatalf("commit of a destroyed upper: %v (want an error naming the key and %s)", err, img)
+	}
+	info, err := s.Stat(ctx, "w")
+	if err != nil || info.Kind != snapshots.KindActive {
+		t.Fatalf("after a failed conversion: %v %v", info.Kind, err)
+	}
+	if msg := info.Labels[LabelConversionError]; !strings.Contains(msg, img) {
+		t.Errorf("label %s = %q, want the reason naming %s", LabelConversionError, msg, img)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(img), "layer.erofs")); !os.IsNotExist(err) {
+		t.Errorf("a layer.erofs was left: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(img))
+	for _, e := range entries {
+		if isTemp(e.Name()) {
+			t.Errorf("temp %s left", e.Name())
+		}
+	}
+}
+
+// TestContainerLayerOrder: a layer committed from a container has no diff
+// ID; the layer order names it snapshot:<id>, and a commit clears an
+// earlier conversion-error.
+func TestContainerLayerOrder(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	stack(t, s, 2)
+	if _, err := s.Prepare(ctx, "w", "l2"); err != nil {
+		t.Fatal(err)
+	}
+	id := idOf(t, s, "w")
+	if _, err := s.Update(ctx, snapshots.Info{Name: "w", Labels: map[string]string{"keep": "me"}}, "labels.keep"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "c", "w", snapshots.WithLabels(map[string]string{"user": "label"})); err != nil {
+		t.Fatal(err)
+	}
+	order, err := DecodeLayerOrder(s.mustLabel(t, "c", LabelLayerOrder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fakeDigest("l1"), fakeDigest("l2"), "snapshot:" + id}
+	if !reflect.DeepEqual(order, want) {
+		t.Errorf("layer order %v, want %v", order, want)
+	}
+	info, err := s.Stat(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{LabelLayerDigest, LabelExtract, LabelConversionError, LabelWritableSize} {
+		if v, ok := info.Labels[k]; ok {
+			t.Errorf("container layer has %s=%q", k, v)
+		}
+	}
+	if info.Labels["user"] != "label" {
+		t.Errorf("commit labels lost: %v", info.Labels)
+	}
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare latency of a writable snapshot over a 3- and a 64-layer parent:
+# erofs-vm (block mode, ext4 rwlayer.img) and containerd's overlayfs
+# snapshotter, in the same run, plus the ways to make the ext4 writable layer.
+# Drives BenchmarkPrepare and BenchmarkRWLayer in ./snapshotter and prints
+# markdown tables with ratios. Needs root (loop devices, mounts).
+#
+#   hack/bench/prepare.sh [iterations]   (default 200)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-200}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+go test ./snapshotter -run '^$' -bench '^(BenchmarkPrepare|BenchmarkRWLayer)$' \
+	-benchtime="${n}x" -count=1 -timeout 60m | grep '^Benchmark' | tee "$out" >&2
+
+echo
+echo "### Prepare of a writable snapshot ($n runs each, ms)"
+echo
+echo "| parent layers | erofs-vm p50 | overlayfs p50 | ratio p50 | erofs-vm p99 | overlayfs p99 | ratio p99 |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
+awk '
+/^BenchmarkPrepare\// {
+	split($1, a, "/"); sub("layers=", "", a[2]); sn = a[3]; sub("snapshotter=", "", sn); sub(/-[0-9]+$/, "", sn)
+	for (i = 2; i <= NF; i++) { if ($i == "p50-ms") p50[a[2], sn] = $(i-1); if ($i == "p99-ms") p99[a[2], sn] = $(i-1) }
+	layers[a[2]] = 1
+}
+END {
+	split("3 64", order, " ")
+	for (k = 1; k <= 2; k++) {
+		l = order[k]; if (!(l in layers)) continue
+		e50 = p50[l, "erofs-vm"]; o50 = p50[l, "overlayfs"]; e99 = p99[l, "erofs-vm"]; o99 = p99[l, "overlayfs"]
+		printf "| %s | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", l, e50, o50, (o50 > 0 ? e50 / o50 : 0), e99, o99, (o99 > 0 ? e99 / o99 : 0)
+	}
+}' "$out"
+
+echo
+echo "### Making the 1 GiB ext4 writable layer ($n runs each, ms; fsync and rename included)"
+echo
+echo "| method | p50 | p99 | allocated MiB | p50 vs snapshotter's |"
+echo "|---|---:|---:|---:|---:|"
+awk '
+/^BenchmarkRWLayer\// {
+	split($1, a, "/"); m = a[2]; sub("method=", "", m); sub(/-[0-9]+$/, "", m)
+	for (i = 2; i <= NF; i++) { if ($i == "p50-ms") p50[m] = $(i-1); if ($i == "p99-ms") p99[m] = $(i-1); if ($i == "alloc-MiB") al[m] = $(i-1) }
+	ms[++n] = m
+}
+END {
+	base = p50["template-copy+uuid"]
+	for (k = 1; k <= n; k++) { m = ms[k]; printf "| %s | %.2f | %.2f | %.2f | %.1f× |\n", m, p50[m], p99[m], al[m], (base > 0 ? p50[m] / base : 0) }
+}' "$out"
