@@ -32,7 +32,8 @@ func errCompressed(in *imgInode, name string) error {
 	return fmt.Errorf("erofs: unsupported: compressed inode %d%s: %w", in.Nid, where, errors.ErrUnsupported)
 }
 
-// mapAt returns the extent holding byte off (< in.Size) of the inode's data.
+// mapAt returns the mapping of the inode's data from byte off (< in.Size)
+// to the end of the extent holding it.
 func (im *Image) mapAt(in *imgInode, off uint64) (Extent, error) {
 	if off >= in.Size {
 		return Extent{}, fmt.Errorf("erofs: offset %d past size %d of nid %d", off, in.Size, in.Nid)
@@ -100,6 +101,14 @@ func (im *Image) mapAt(in *imgInode, off uint64) (Extent, error) {
 		}
 	default:
 		return Extent{}, errCompressed(in, "")
+	}
+	// Start the extent at off, so callers always progress from where they
+	// are, also after unifyDevice0 cut an extent at a device window.
+	if d := off - e.Logical; d > 0 {
+		e.Logical, e.Length = off, e.Length-d
+		if !e.Hole {
+			e.Physical += d
+		}
 	}
 	if !e.Hole && !e.Inline && e.Device == 0 {
 		im.unifyDevice0(&e)
@@ -255,6 +264,7 @@ type imgFile struct {
 	im   *Image
 	in   *imgInode
 	info *imgInfo
+	path string
 	off  int64
 }
 
@@ -283,7 +293,7 @@ func (f *imgFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n, err := f.im.readDataAt(f.in, p, off, false)
 	if err != nil && err != io.EOF {
-		err = &fs.PathError{Op: "read", Path: f.info.name, Err: err}
+		err = &fs.PathError{Op: "read", Path: f.path, Err: err}
 	}
 	return n, err
 }
@@ -297,10 +307,10 @@ func (f *imgFile) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekEnd:
 		offset += int64(f.in.Size)
 	default:
-		return 0, &fs.PathError{Op: "seek", Path: f.info.name, Err: fs.ErrInvalid}
+		return 0, &fs.PathError{Op: "seek", Path: f.path, Err: fs.ErrInvalid}
 	}
 	if offset < 0 {
-		return 0, &fs.PathError{Op: "seek", Path: f.info.name, Err: fs.ErrInvalid}
+		return 0, &fs.PathError{Op: "seek", Path: f.path, Err: fs.ErrInvalid}
 	}
 	f.off = offset
 	return offset, nil

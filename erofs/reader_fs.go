@@ -89,7 +89,7 @@ func (im *Image) Open(name string) (fs.File, error) {
 	if in.isDir() {
 		return &imgDirFile{im: im, in: in, info: info, name: name}, nil
 	}
-	return &imgFile{im: im, in: in, info: info}, nil
+	return &imgFile{im: im, in: in, info: info, path: name}, nil
 }
 
 // ReadDir implements fs.ReadDirFS: the entries of the directory name,
