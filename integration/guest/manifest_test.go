@@ -36,7 +36,7 @@ func TestManifestScriptMatchesHost(t *testing.T) {
 	must(os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600))
 	must(os.Chown(filepath.Join(dir, "empty"), 1234, 5678))
 	must(os.Symlink("a dir/sub/file with space", filepath.Join(dir, "link")))
-	must(unix.Mknod(filepath.Join(dir, "whiteout"), unix.S_IFCHR|0o000, 0))
+	must(unix.Mknod(filepath.Join(dir, "whiteout"), unix.S_IFCHR, 0))
 	must(unix.Mknod(filepath.Join(dir, "blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 3))))
 	must(unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
 	old := time.Unix(1_000_000_000, 0)
