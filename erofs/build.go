@@ -47,10 +47,14 @@ func (c *builder) parentDir(parts []string) (*Node, error) {
 // the later entry wins). Replacing a directory or a symlink can change
 // what a cached path resolves to, so it drops the cache.
 func (c *builder) put(dir *Node, name string, n *Node) error {
-	if old := c.tree.Lookup(dir, name); old != nil && (old.IsDir() || isSymlink(old)) {
+	old := c.tree.Lookup(dir, name)
+	if old != nil && (old.IsDir() || isSymlink(old)) {
 		c.lastDir, c.lastDirNode = "", nil
 	}
-	return c.tree.Link(dir, name, n)
+	// name is a slice of the entry's whole path: keep only the name alive
+	// (usr/share/doc/pkg/changelog.gz is 3x its base). Always: assigning
+	// an existing map key stores the new key string.
+	return c.tree.Link(dir, strings.Clone(name), n)
 }
 
 // finish writes the metadata and superblock after the data.

@@ -358,7 +358,7 @@ type seqWriter struct {
 const seqWriterSize = 1 << 20
 
 func newSeqWriter(w io.WriterAt, off int64) *seqWriter {
-	return &seqWriter{w: w, off: off, buf: make([]byte, 0, seqWriterSize+BlockSize)}
+	return &seqWriter{w: w, off: off, buf: make([]byte, 0, 64<<10)} // grows to seqWriterSize
 }
 
 // padTo appends zeros up to image offset off.

@@ -66,7 +66,7 @@ func (c *builder) resolveDir(parts []string, create bool) (*Node, error) {
 				return nil, fmt.Errorf("%q: %w", comp, syscall.ENOENT)
 			}
 			n = &Node{Mode: syscall.S_IFDIR | 0o755, Implicit: true}
-			if err := c.tree.Link(cur, comp, n); err != nil {
+			if err := c.tree.Link(cur, strings.Clone(comp), n); err != nil {
 				return nil, err
 			}
 		}

@@ -33,14 +33,14 @@ const dataBufSize = 4 << 20
 
 type dataWriter struct {
 	w         io.WriterAt
-	buf       []byte // pending bytes of the image from off; cap dataBufSize
+	buf       []byte // pending bytes of the image from off; cap up to dataBufSize
 	off       int64  // image offset of buf[0], block-aligned
 	maxBlocks uint64 // 0: no limit
 	written   int64  // bytes of file data accepted
 }
 
 func newDataWriter(w io.WriterAt, maxBytes int64) *dataWriter {
-	d := &dataWriter{w: w, buf: make([]byte, 0, dataBufSize), off: BlockSize}
+	d := &dataWriter{w: w, buf: make([]byte, 0, 64<<10), off: BlockSize}
 	if maxBytes > 0 {
 		d.maxBlocks = uint64(maxBytes) / BlockSize
 	}
@@ -69,7 +69,13 @@ func (d *dataWriter) writeFile(r io.Reader, size int64) (uint32, error) {
 	var done int64
 	for done < size {
 		if len(d.buf) == cap(d.buf) {
-			if err := d.flush(); err != nil {
+			if cap(d.buf) < dataBufSize {
+				// Grow up to dataBufSize: a small layer never pays for
+				// the whole buffer. Capacities stay block multiples.
+				nb := make([]byte, len(d.buf), min(2*cap(d.buf), dataBufSize))
+				copy(nb, d.buf)
+				d.buf = nb
+			} else if err := d.flush(); err != nil {
 				return 0, err
 			}
 		}
