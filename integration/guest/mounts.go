@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -47,50 +46,55 @@ type GuestMountPlan struct {
 }
 
 // DisksFromMounts translates a snapshotter's mounts into VM disks and a
-// guest mount plan exactly as qemubox/spinbox does (DESIGN.md §4, which
-// records the contract as read from its source):
+// guest mount plan the way qemubox/spinbox does (DESIGN.md §4 records the
+// contract; its mounts.transformMount/handleEROFS/handleExt4 are where it
+// lives in qemubox's source):
 //
 //   - erofs and format/erofs become read-only virtio-blk disks. For a source
-//     ending in fsmeta.erofs the sibling merged.vmdk is attached instead, if it
-//     exists with size > 0 (else fsmeta.erofs alone, which cannot mount:
-//     the layers are missing); device= and loop options are dropped, since
-//     the flat VMDK carries every layer on one device.
-//   - ext4 becomes a disk, writable unless the options say ro.
-//   - the qemu format comes from the extension: .vmdk → vmdk, else raw.
-//   - bind passes through as a host path, useless in a VM: it appears in the
-//     plan with Unsupported set and gets no disk.
-//   - mkfs/* types are rejected, as is any other type, and more than
-//     MaxDisks disks.
+//     ending in "fsmeta.erofs", the same path ending in "merged.vmdk" is
+//     attached instead if it exists with size > 0 (else fsmeta.erofs alone,
+//     which cannot mount: the layers are missing); device= and loop options
+//     are dropped, since the flat VMDK carries every layer on one device.
+//     The qemu format is vmdk for a .vmdk source, else raw.
+//   - ext4 becomes a raw disk, writable unless the options hold ro or readonly.
+//   - bind, and any other plain type, passes through as a host path, useless
+//     in a VM: it appears in the plan with Unsupported set and gets no disk.
+//   - mkfs/* and other format/* types are errors (qemubox wants containerd's
+//     mount manager for them), as is overlay, which erofs-vm never returns
+//     (DESIGN §4), and more than MaxDisks disks.
 func DisksFromMounts(mounts []mount.Mount) ([]Disk, GuestMountPlan, error) {
 	var disks []Disk
 	var plan GuestMountPlan
 	for i, m := range mounts {
-		gm := GuestMount{Type: m.Type, Disk: -1, HostSource: m.Source}
-		switch {
-		case m.Type == "erofs" || m.Type == "format/erofs":
-			path := m.Source
-			if filepath.Base(path) == "fsmeta.erofs" {
-				vmdk := filepath.Join(filepath.Dir(path), "merged.vmdk")
-				if fi, err := os.Stat(vmdk); err == nil && fi.Size() > 0 {
-					path = vmdk
-				}
-			}
-			gm.Type, gm.ReadOnly = "erofs", true
-			disks = append(disks, Disk{Path: path, ReadOnly: true})
-		case m.Type == "ext4":
-			gm.ReadOnly = slices.Contains(m.Options, "ro")
-			disks = append(disks, Disk{Path: m.Source, ReadOnly: gm.ReadOnly})
-		case m.Type == "bind":
-			gm.Unsupported = "bind mount of host path " + m.Source + " cannot reach a VM"
-		case strings.HasPrefix(m.Type, "mkfs/"):
-			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s is rejected by qemubox", i, m.Type)
-		default:
-			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: unsupported type %q", i, m.Type)
-		}
 		if m.Source == "" {
 			return nil, GuestMountPlan{}, fmt.Errorf("mount %d (%s): empty source", i, m.Type)
 		}
-		if gm.Type != "bind" {
+		gm := GuestMount{Type: m.Type, Disk: -1, HostSource: m.Source}
+		switch {
+		case m.Type == "erofs" || m.Type == "format/erofs":
+			d := Disk{Path: m.Source, Format: "raw", ReadOnly: true}
+			if strings.HasSuffix(m.Source, "fsmeta.erofs") {
+				vmdk := strings.TrimSuffix(m.Source, "fsmeta.erofs") + "merged.vmdk"
+				if fi, err := os.Stat(vmdk); err == nil && fi.Size() > 0 {
+					d.Path = vmdk
+				}
+			}
+			if strings.HasSuffix(d.Path, ".vmdk") {
+				d.Format = "vmdk"
+			}
+			gm.Type, gm.ReadOnly = "erofs", true
+			disks = append(disks, d)
+		case m.Type == "ext4":
+			gm.ReadOnly = slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "readonly")
+			disks = append(disks, Disk{Path: m.Source, Format: "raw", ReadOnly: gm.ReadOnly})
+		case m.Type == "overlay" || strings.Contains(m.Type, "overlay"):
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s: erofs-vm must never return an overlay mount (DESIGN §4)", i, m.Type)
+		case strings.HasPrefix(m.Type, "mkfs/") || strings.HasPrefix(m.Type, "format/"):
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s is rejected by qemubox (needs containerd's mount manager)", i, m.Type)
+		default:
+			gm.Unsupported = fmt.Sprintf("%s mount of host path %s passes through and cannot reach a VM", m.Type, m.Source)
+		}
+		if gm.Unsupported == "" {
 			gm.Disk = len(disks) - 1
 			gm.Device = DeviceName(gm.Disk)
 		}
@@ -110,11 +114,12 @@ func DeviceName(i int) string {
 // Script returns a busybox sh snippet that mounts the plan the way qemubox's
 // guest does (DESIGN.md §4): mount i at LayersDir/<i> (erofs read-only, ext4
 // read-write with upper/ and work/ created at its root if missing), then
-// RootDir as an overlay whose lowerdir is the erofs mounts newest first and
-// whose upperdir/workdir are on the ext4 disk. Without an ext4 disk the
+// RootDir as an overlay whose lowerdir is the erofs mounts in mount order
+// (qemubox's {{ overlay 0 N }}: mounts are newest first, as containerd
+// snapshotters return them) and whose upperdir/workdir are on the ext4 disk. Without an ext4 disk the
 // root is the single erofs mount (bind-mounted) or a read-only overlay of
-// several; with only an ext4 disk it is that disk's upper/. Bind mounts are
-// skipped with a comment.
+// several; with only an ext4 disk it is that disk's upper/. Mounts the VM
+// cannot use (bind) are skipped with a comment.
 //
 // Every step is checked explicitly (set -e is ignored inside `if`, `||` and
 // `!` contexts, so it is not relied on): a failure prints a line starting
@@ -135,10 +140,11 @@ func (p GuestMountPlan) Script() (string, error) {
 	rw := ""
 	for i, m := range p.Mounts {
 		dir := fmt.Sprintf("%s/%d", LayersDir, i)
-		switch m.Type {
-		case "bind":
+		if m.Unsupported != "" {
 			fmt.Fprintf(&b, "# mount %d: %s\n", i, m.Unsupported)
 			continue
+		}
+		switch m.Type {
 		case "erofs":
 			step(fmt.Sprintf("mkdir -p %s && mount -t erofs -o ro %s %s", dir, m.Device, dir), fmt.Sprintf("mount %d: erofs %s", i, m.Device))
 			lowers = append(lowers, dir)
@@ -156,7 +162,6 @@ func (p GuestMountPlan) Script() (string, error) {
 			return "", fmt.Errorf("mount %d: unknown guest type %q", i, m.Type)
 		}
 	}
-	slices.Reverse(lowers) // overlay wants the topmost (newest) lower first
 	var root string
 	switch {
 	case len(lowers) == 0 && rw == "":

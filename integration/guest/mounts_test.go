@@ -23,6 +23,9 @@ func TestDisksFromMounts(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(withVMDK, "merged.vmdk"), []byte("# Disk DescriptorFile\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(withVMDK, "x-merged.vmdk"), []byte("# Disk DescriptorFile\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(emptyVMDK, "merged.vmdk"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +41,7 @@ func TestDisksFromMounts(t *testing.T) {
 		{
 			name:   "single layer",
 			mounts: []mount.Mount{{Type: "erofs", Source: "/s/1/layer.erofs", Options: []string{"ro"}}},
-			disks:  []Disk{{Path: "/s/1/layer.erofs", ReadOnly: true}},
+			disks:  []Disk{{Path: "/s/1/layer.erofs", Format: "raw", ReadOnly: true}},
 			plan:   []GuestMount{{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: "/s/1/layer.erofs"}},
 		},
 		{
@@ -47,7 +50,7 @@ func TestDisksFromMounts(t *testing.T) {
 				{Type: "format/erofs", Source: fsmeta(withVMDK), Options: []string{"ro", "device=/s/1/layer.erofs", "device=/s/2/layer.erofs"}},
 				{Type: "ext4", Source: "/s/3/rwlayer.img"},
 			},
-			disks: []Disk{{Path: filepath.Join(withVMDK, "merged.vmdk"), ReadOnly: true}, {Path: "/s/3/rwlayer.img"}},
+			disks: []Disk{{Path: filepath.Join(withVMDK, "merged.vmdk"), Format: "vmdk", ReadOnly: true}, {Path: "/s/3/rwlayer.img", Format: "raw"}},
 			plan: []GuestMount{
 				{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: fsmeta(withVMDK)},
 				{Type: "ext4", Disk: 1, Device: "/dev/vdb", HostSource: "/s/3/rwlayer.img"},
@@ -56,28 +59,49 @@ func TestDisksFromMounts(t *testing.T) {
 		{
 			name:   "empty merged.vmdk falls back to fsmeta",
 			mounts: []mount.Mount{{Type: "format/erofs", Source: fsmeta(emptyVMDK), Options: []string{"ro", "loop"}}},
-			disks:  []Disk{{Path: fsmeta(emptyVMDK), ReadOnly: true}},
+			disks:  []Disk{{Path: fsmeta(emptyVMDK), Format: "raw", ReadOnly: true}},
 			plan:   []GuestMount{{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: fsmeta(emptyVMDK)}},
 		},
 		{
 			name:   "missing merged.vmdk falls back to fsmeta",
 			mounts: []mount.Mount{{Type: "erofs", Source: fsmeta(noVMDK)}},
-			disks:  []Disk{{Path: fsmeta(noVMDK), ReadOnly: true}},
+			disks:  []Disk{{Path: fsmeta(noVMDK), Format: "raw", ReadOnly: true}},
 			plan:   []GuestMount{{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: fsmeta(noVMDK)}},
 		},
 		{
 			name:   "ext4 ro",
 			mounts: []mount.Mount{{Type: "ext4", Source: "/s/rw.img", Options: []string{"rw", "ro"}}},
-			disks:  []Disk{{Path: "/s/rw.img", ReadOnly: true}},
+			disks:  []Disk{{Path: "/s/rw.img", Format: "raw", ReadOnly: true}},
 			plan:   []GuestMount{{Type: "ext4", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: "/s/rw.img"}},
 		},
 		{
 			name:   "bind passes through without a disk",
 			mounts: []mount.Mount{{Type: "bind", Source: "/s/4", Options: []string{"rbind", "rw"}}},
-			plan:   []GuestMount{{Type: "bind", Disk: -1, HostSource: "/s/4", Unsupported: "bind mount of host path /s/4 cannot reach a VM"}},
+			plan:   []GuestMount{{Type: "bind", Disk: -1, HostSource: "/s/4", Unsupported: "bind mount of host path /s/4 passes through and cannot reach a VM"}},
+		},
+		{
+			name:   "ext4 readonly, vmdk ext4 stays raw",
+			mounts: []mount.Mount{{Type: "ext4", Source: "/s/rw.vmdk", Options: []string{"readonly"}}},
+			disks:  []Disk{{Path: "/s/rw.vmdk", Format: "raw", ReadOnly: true}},
+			plan:   []GuestMount{{Type: "ext4", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: "/s/rw.vmdk"}},
+		},
+		{
+			name:   "erofs given as a vmdk",
+			mounts: []mount.Mount{{Type: "erofs", Source: "/s/x.vmdk"}},
+			disks:  []Disk{{Path: "/s/x.vmdk", Format: "vmdk", ReadOnly: true}},
+			plan:   []GuestMount{{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: "/s/x.vmdk"}},
+		},
+		{
+			// qemubox matches a suffix, not a base name: x-fsmeta.erofs → x-merged.vmdk.
+			name:   "fsmeta suffix, not name",
+			mounts: []mount.Mount{{Type: "erofs", Source: filepath.Join(withVMDK, "x-fsmeta.erofs")}},
+			disks:  []Disk{{Path: filepath.Join(withVMDK, "x-merged.vmdk"), Format: "vmdk", ReadOnly: true}},
+			plan:   []GuestMount{{Type: "erofs", Disk: 0, Device: "/dev/vda", ReadOnly: true, HostSource: filepath.Join(withVMDK, "x-fsmeta.erofs")}},
 		},
 		{name: "mkfs rejected", mounts: []mount.Mount{{Type: "mkfs/ext4", Source: "/s/x"}}, err: "mkfs/ext4 is rejected"},
-		{name: "overlay rejected", mounts: []mount.Mount{{Type: "overlay", Source: "overlay"}}, err: `unsupported type "overlay"`},
+		{name: "overlay rejected", mounts: []mount.Mount{{Type: "overlay", Source: "overlay"}}, err: "never return an overlay"},
+		{name: "format/mkdir/overlay rejected", mounts: []mount.Mount{{Type: "format/mkdir/overlay", Source: "overlay"}}, err: "never return an overlay"},
+		{name: "other format rejected", mounts: []mount.Mount{{Type: "format/ext4", Source: "/x"}}, err: "rejected by qemubox"},
 		{name: "empty source", mounts: []mount.Mount{{Type: "erofs"}}, err: "empty source"},
 		{name: "eleven disks", mounts: repeat(mount.Mount{Type: "erofs", Source: "/l.erofs"}, 11), err: "11 disks"},
 	} {
@@ -142,14 +166,14 @@ func TestPlanScript(t *testing.T) {
 			"mkdir -p /mnt/layers/1/upper /mnt/layers/1/work",
 			"mount -t overlay overlay -o lowerdir=/mnt/layers/0,upperdir=/mnt/layers/1/upper,workdir=/mnt/layers/1/work /mnt/root",
 		}, ""},
-		{"two lowers newest first", []GuestMount{erofs(0), erofs(1), ext4(2)}, []string{
-			"mount -t overlay overlay -o lowerdir=/mnt/layers/1:/mnt/layers/0,upperdir=/mnt/layers/2/upper,workdir=/mnt/layers/2/work /mnt/root",
+		{"two lowers in mount order (newest first)", []GuestMount{erofs(0), erofs(1), ext4(2)}, []string{
+			"mount -t overlay overlay -o lowerdir=/mnt/layers/0:/mnt/layers/1,upperdir=/mnt/layers/2/upper,workdir=/mnt/layers/2/work /mnt/root",
 		}, ""},
 		{"single erofs", []GuestMount{erofs(0)}, []string{"mount --bind /mnt/layers/0 /mnt/root"}, ""},
-		{"two erofs read-only", []GuestMount{erofs(0), erofs(1)}, []string{"mount -t overlay overlay -o ro,lowerdir=/mnt/layers/1:/mnt/layers/0 /mnt/root"}, ""},
+		{"two erofs read-only", []GuestMount{erofs(0), erofs(1)}, []string{"mount -t overlay overlay -o ro,lowerdir=/mnt/layers/0:/mnt/layers/1 /mnt/root"}, ""},
 		{"ext4 only", []GuestMount{ext4(0)}, []string{"mount --bind /mnt/layers/0/upper /mnt/root"}, ""},
 		{"bind skipped", []GuestMount{{Type: "bind", Disk: -1, Unsupported: "nope"}, erofs(0)}, []string{"# mount 0: nope", "mount -t erofs -o ro /dev/vda /mnt/layers/1"}, ""},
-		{"nothing usable", []GuestMount{{Type: "bind", Disk: -1}}, nil, "no mount"},
+		{"nothing usable", []GuestMount{{Type: "bind", Disk: -1, Unsupported: "x"}}, nil, "no mount"},
 		{"ro ext4", []GuestMount{erofs(0), {Type: "ext4", Disk: 1, Device: "/dev/vdb", ReadOnly: true}}, nil, "read-only ext4"},
 		{"two ext4", []GuestMount{ext4(0), ext4(1)}, nil, "second writable"},
 	} {
