@@ -43,10 +43,15 @@ var currentHost = func() host {
 //   - mkfs.ext4 in block mode: every writable snapshot is an ext4 image
 //     made by it. Overlay mode never calls it.
 //
-// Not checked, on purpose: EROFS in the host kernel. Our layers are written
-// and read in process and mounted only inside the guest VM (no host mount,
-// ever, DESIGN.md §4), so a host without the erofs module runs the
-// snapshotter fine.
+// Not checked, on purpose:
+//   - EROFS in the host kernel. Our layers are written and read in process
+//     and mounted only inside the guest VM (no host mount, ever, DESIGN.md
+//     §4), so a host without the erofs module runs the snapshotter fine.
+//   - loop devices and ext4 on the host. Block mode needs them only to
+//     commit a container's writable layer into a new layer (it loop-mounts
+//     rwlayer.img read-only); unpacking images and running containers work
+//     without, so that one operation reports its own error instead of the
+//     whole snapshotter going missing.
 func (h host) snapshotterSkip(cfg snapshotter.Config) error {
 	if h.goos != "linux" {
 		return fmt.Errorf("erofs-vm snapshotter needs Linux, this is %s: %w", h.goos, plugin.ErrSkipPlugin)
