@@ -179,3 +179,17 @@ func (p GuestMountPlan) Script() (string, error) {
 	step("mkdir -p "+RootDir+" && "+root, "root "+RootDir)
 	return b.String(), nil
 }
+
+// UnmountScript returns a snippet that syncs and unmounts what Script
+// mounted, innermost first, ignoring errors: the guest powers off hard, so
+// an ext4 disk left mounted would need journal recovery on the host.
+func (p GuestMountPlan) UnmountScript() string {
+	var b strings.Builder
+	b.WriteString("sync\numount " + RootDir + " 2>/dev/null\n")
+	for i := len(p.Mounts) - 1; i >= 0; i-- {
+		if p.Mounts[i].Unsupported == "" {
+			fmt.Fprintf(&b, "umount %s/%d 2>/dev/null\n", LayersDir, i)
+		}
+	}
+	return b.String()
+}

@@ -199,3 +199,15 @@ func TestPlanScript(t *testing.T) {
 		})
 	}
 }
+
+func TestUnmountScript(t *testing.T) {
+	p := GuestMountPlan{Mounts: []GuestMount{
+		{Type: "erofs", Disk: 0, Device: "/dev/vda"},
+		{Type: "bind", Disk: -1, Unsupported: "host path"},
+		{Type: "ext4", Disk: 1, Device: "/dev/vdb"},
+	}}
+	want := "sync\numount /mnt/root 2>/dev/null\numount /mnt/layers/2 2>/dev/null\numount /mnt/layers/0 2>/dev/null\n"
+	if got := p.UnmountScript(); got != want {
+		t.Errorf("UnmountScript:\n%s\nwant:\n%s", got, want)
+	}
+}
