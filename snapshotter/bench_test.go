@@ -75,7 +75,7 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 }
 
 // benchErofsChain commits n extract layers (one small file each).
-func benchErofsChain(b *testing.B, s *Snapshotter, n int) string {
+func benchErofsChain(b testing.TB, s *Snapshotter, n int) string {
 	ctx := testContext(b)
 	parent := ""
 	for i := range n {

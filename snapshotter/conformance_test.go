@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -21,6 +22,16 @@ import (
 // not follow redirects.
 func TestConformance(t *testing.T) {
 	requireHost(t)
+	// The suite makes its dirs as os.TempDir()/snapshot-suite-erofs-*.
+	suiteDirs := filepath.Join(os.TempDir(), "snapshot-suite-erofs-")
+	defer func() {
+		if m := mountsUnder(t, suiteDirs); len(m) > 0 {
+			t.Errorf("mounts left behind: %v", m)
+		}
+		if l := loopsBackedBy(t, suiteDirs); len(l) > 0 {
+			t.Errorf("loop devices left behind: %v", l)
+		}
+	}()
 	for _, mode := range []CommitMode{CommitModeBlock, CommitModeOverlay} {
 		t.Run(string(mode), func(t *testing.T) {
 			testsuite.SnapshotterSuite(t, "erofs", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {

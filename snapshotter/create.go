@@ -120,17 +120,16 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err := os.Chmod(td, 0o755); err != nil {
 		return nil, err
 	}
+	// populate leaves everything it made durable (files by
+	// temp+fsync+rename, then the directory synced).
 	if err := s.populate(ctx, td, what, parent, size); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
-	}
-	if err := layout.SyncDir(td); err != nil {
-		return nil, err
 	}
 	testHook("create:populated")
 
 	var snap storage.Snapshot
 	if err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
-		n, err := chainLength(ctx, parent)
+		n, err := chainDepth(ctx, parent)
 		if err != nil {
 			return err
 		}
@@ -166,7 +165,7 @@ func (s *Snapshotter) populate(ctx context.Context, dir string, what snapshotKin
 		return layout.WriteFileAtomic(filepath.Join(dir, layout.MarkerFile), nil, 0o644)
 	case kindView:
 		if parent != "" {
-			return nil
+			return nil // nothing of its own: its mounts are its parent's
 		}
 		// A view of nothing is an empty filesystem; an empty EROFS image
 		// keeps it a read-only erofs disk like every other view.
@@ -182,7 +181,10 @@ func (s *Snapshotter) populate(ctx context.Context, dir string, what snapshotKin
 				return err
 			}
 		}
-		return nil
+		if err := layout.SyncDir(rw); err != nil {
+			return err
+		}
+		return layout.SyncDir(dir)
 	}
 	return s.createRWLayer(ctx, dir, size)
 }
@@ -203,15 +205,19 @@ func writeEmptyLayer(ctx context.Context, dir string) error {
 	})
 }
 
-// chainLength counts the committed snapshots from parent down to the base.
-func chainLength(ctx context.Context, parent string) (int, error) {
-	n := 0
-	for p := parent; p != ""; n++ {
-		_, info, _, err := storage.GetInfo(ctx, p)
-		if err != nil {
-			return 0, fmt.Errorf("parent %q: %w", p, err)
-		}
-		p = info.Parent
+// chainDepth is how many committed layers lie under a new snapshot of
+// parent, capped at 2: all a mount shape depends on (none, one, several).
+// One lookup, however deep the chain.
+func chainDepth(ctx context.Context, parent string) (int, error) {
+	if parent == "" {
+		return 0, nil
 	}
-	return n, nil
+	_, info, _, err := storage.GetInfo(ctx, parent)
+	if err != nil {
+		return 0, fmt.Errorf("parent %q: %w", parent, err)
+	}
+	if info.Parent == "" {
+		return 1, nil
+	}
+	return 2, nil
 }
