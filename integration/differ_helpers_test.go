@@ -111,6 +111,14 @@ func differMountErofs(t testing.TB, image string, devices ...string) string {
 // package. It returns the root of the tree a container sees.
 func differMountSnapshot(t testing.TB, mounts []mount.Mount) string {
 	t.Helper()
+	root, _ := differMountWritable(t, mounts)
+	return root
+}
+
+// differMountWritable is differMountSnapshot that also returns the overlay
+// upper dir of a writable erofs-vm snapshot ("" for others).
+func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string) {
+	t.Helper()
 	if len(mounts) == 0 {
 		t.Fatal("no mounts")
 	}
@@ -126,7 +134,7 @@ func differMountSnapshot(t testing.TB, mounts []mount.Mount) string {
 				t.Errorf("unmount %s: %v", dir, err)
 			}
 		})
-		return dir
+		return dir, ""
 	}
 	var lower, rw string
 	for _, m := range mounts {
@@ -148,18 +156,19 @@ func differMountSnapshot(t testing.TB, mounts []mount.Mount) string {
 		}
 	}
 	if rw == "" {
-		return lower
+		return lower, ""
 	}
 	for _, d := range []string{"upper", "work"} {
 		if err := os.MkdirAll(filepath.Join(rw, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	upper = filepath.Join(rw, "upper")
 	if lower == "" {
-		return filepath.Join(rw, "upper")
+		return upper, upper
 	}
 	return differMount(t, "overlay", "overlay",
-		"lowerdir="+lower+",upperdir="+filepath.Join(rw, "upper")+",workdir="+filepath.Join(rw, "work"))
+		"lowerdir="+lower+",upperdir="+upper+",workdir="+filepath.Join(rw, "work")), upper
 }
 
 // differReferenceLayer converts an uncompressed layer tar the direct way,

@@ -8,15 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ReplacedDir is the directory ApplyChanges removes and recreates (an
-// overlayfs opaque dir), and DeletedTree the one it removes with all
-// below it. Both must exist in the tree ApplyChanges runs on, as must
-// ModifiedFile, DeletedFile and ChmodFile (regular files).
+// Paths ApplyChanges changes. They exist in the test image's final tree
+// (hack/build-test-image.sh: Debian minbase plus its layers 2 and 3) and in
+// MakeBase's: ReplacedDir is removed and recreated (an overlayfs opaque
+// dir), DeletedTree removed with all below it, the others regular files.
 const (
 	ModifiedFile = "etc/debian_version"
-	DeletedFile  = "etc/issue.net"
-	ChmodFile    = "etc/issue"
-	ReplacedDir  = "usr/share/doc/erofs-vm-replaced"
+	DeletedFile  = "etc/login.defs"
+	ChmodFile    = "etc/motd"
+	ReplacedDir  = "usr/share/doc/bash"
 	DeletedTree  = "etc/skel"
 )
 
@@ -114,4 +114,22 @@ func pattern(n int) []byte {
 		b[i] = byte(i*7 + i/4096)
 	}
 	return b
+}
+
+// CheckBase reports whether root has what ApplyChanges needs, so a test on
+// a real image fails with a clear message when the image changes.
+func CheckBase(root string) error {
+	for _, f := range []string{ModifiedFile, DeletedFile, ChmodFile} {
+		fi, err := os.Lstat(filepath.Join(root, f))
+		if err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s: need a regular file (%v)", f, err)
+		}
+	}
+	for _, d := range []string{ReplacedDir, DeletedTree} {
+		fi, err := os.Lstat(filepath.Join(root, d))
+		if err != nil || !fi.IsDir() {
+			return fmt.Errorf("%s: need a directory (%v)", d, err)
+		}
+	}
+	return nil
 }

@@ -32,8 +32,8 @@ type Entry struct {
 	Rdev   uint64 // devices only
 	Mtime  int64  // seconds; 0 when Options.NoMtime or for dirs
 	Xattrs map[string]string
-	// LinkGroup is the first path (lexically) of the hardlink group of a
-	// multiply linked non-dir, else "".
+	// LinkGroup is the first path (lexically) of the names in the tree
+	// that share this non-dir's inode, or "" when it has no other name.
 	LinkGroup string
 }
 
@@ -109,7 +109,10 @@ func Tree(root string, opts Options) (map[string]Entry, error) {
 				e.Xattrs[k] = v
 			}
 		}
-		if e.Type != "dir" && st.Nlink > 1 {
+		// Grouped by inode, not by st_nlink: overlayfs without index
+		// reports nlink 1 for a lower file hardlinked after copy-up, though
+		// both names are one upper inode.
+		if e.Type != "dir" {
 			k := ino{uint64(st.Dev), st.Ino}
 			groups[k] = append(groups[k], rel)
 		}
@@ -227,4 +230,26 @@ func xattrs(p string) (map[string]string, error) {
 		out[name] = string(v[:vn])
 	}
 	return out, nil
+}
+
+// LinkGroupsFrom sets the hardlink groups of tree (taken through an
+// overlayfs mount) from its upper dir. overlayfs without index shows a
+// name linked to a copied-up lower file with the lower's inode number and
+// the new name with the upper's, so the merged view hides a hardlink that
+// the upper, and any layer made from it, has.
+func LinkGroupsFrom(tree map[string]Entry, upper string) error {
+	up, err := Tree(upper, Options{NoMtime: true, KeepXattr: func(string) bool { return false }})
+	if err != nil {
+		return err
+	}
+	for name, e := range up {
+		if e.LinkGroup == "" {
+			continue
+		}
+		if te, ok := tree[name]; ok {
+			te.LinkGroup = e.LinkGroup
+			tree[name] = te
+		}
+	}
+	return nil
 }
