@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -275,5 +276,42 @@ func TestParseLargeInputIsLinear(t *testing.T) {
 	}
 	if len(d.Header) < 100000 {
 		t.Fatalf("%d header keys", len(d.Header))
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/merged.vmdk"
+	if err := WriteFile(path, []File{{"/a", 512}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(path, []File{{"/a", 512}, {"/b", 1024}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d, err := ParseDescriptor(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Extents) != 2 || d.Size() != 1536 {
+		t.Errorf("replaced descriptor: %+v", d)
+	}
+	// A bad file list leaves the old descriptor and no temp file behind.
+	if err := WriteFile(path, []File{{"/c", 100}}); err == nil {
+		t.Fatal("unaligned file accepted")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "merged.vmdk" {
+		t.Errorf("dir holds %v, want only merged.vmdk", entries)
+	}
+	if _, err := FilesFromPaths(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FilesFromPaths(dir) = %v", err)
+	}
+	if _, err := FilesFromPaths(dir + "/missing"); err == nil {
+		t.Error("FilesFromPaths of a missing file succeeded")
 	}
 }
