@@ -26,11 +26,12 @@
 # debs/ (downloaded packages, shared by all builds) and test-image-<key>/ (the
 # finished outputs), where <key> hashes this script, the Go tool's sources and
 # the mirror, so a changed recipe builds anew and a rerun only copies (seconds,
-# and it survives `git clean`). Must run as root (debootstrap, chroot, overlay).
+# and it survives `git clean`). EROFS_IMAGES_OUT overrides the output dir.
+# Must run as root (debootstrap, chroot, overlay).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=$REPO/_output/images
+OUT=${EROFS_IMAGES_OUT:-$REPO/_output/images}
 CACHE_ROOT=${EROFS_CACHE:-/var/cache/containerd-erofs}
 SUITE=bookworm
 PACKAGES=(python3-minimal libcap2-bin)
@@ -39,7 +40,7 @@ CREATED=2025-05-20T00:00:00Z # fixed: config bytes depend on the layers only
 OUTPUTS=(layers/1-rootfs.tar layers/2-packages.tar layers/3-changes.tar
 	debian-3layer.oci.tar debian-3layer-zstd.oci.tar manifest.txt)
 
-log() { printf '[build-test-image] %s\n' "$*" >&2; }
+log() { printf '[build-test-image %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() {
 	log "error: $*"
 	exit 1
@@ -108,7 +109,7 @@ install_outputs() {
 			[[ $(stat -c %s "$CACHE/$f") == $(stat -c %s "$OUT/$f" 2>/dev/null) ]] || ok=0
 		done
 		if ((ok)); then
-			log "_output/images is up to date (key $KEY)"
+			log "$OUT is up to date (key $KEY)"
 			return
 		fi
 	fi
@@ -131,22 +132,38 @@ if [[ -f $CACHE/.complete ]]; then
 	exit 0
 fi
 
-B=$CACHE_ROOT/test-image-$KEY.build.$$
-# cleanup unmounts everything under $B (deepest first) and removes it; if a
-# mount refuses to go it leaves $B alone rather than rm -rf through a bind
-# mount of the host's /dev.
-cleanup() {
-	local rc=$? m left=0
-	for m in $(awk -v b="$B/" 'index($5, b) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
-		umount "$m" 2>/dev/null || umount -l "$m" || left=1
+# unmount_under DIR: unmount everything mounted below DIR, deepest first.
+# Fails if something stays mounted: then DIR must not be removed, it may hold
+# a bind mount of the host's /dev.
+unmount_under() {
+	local m
+	for m in $(awk -v b="$1/" 'index($5, b) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" || true
 	done
-	if awk -v b="$B/" 'index($5, b) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-		left=1
-	fi
-	if ((left)); then
-		log "mounts remain under $B; not removing it"
+	! awk -v b="$1/" 'index($5, b) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+# A build killed hard (SIGKILL, power loss) leaves its dir and mounts behind;
+# the lock says no build is running now, so they are all stale.
+for stale in "$CACHE_ROOT"/test-image-*.build.* "$CACHE_ROOT"/test-image-*.new.*; do
+	[[ -d $stale ]] || continue
+	log "removing stale $stale"
+	if unmount_under "$stale"; then
+		rm -rf --one-file-system "$stale"
 	else
+		die "cannot unmount everything under $stale"
+	fi
+done
+
+B=$CACHE_ROOT/test-image-$KEY.build.$$
+# cleanup unmounts everything under $B and removes it; if a mount refuses to
+# go it leaves $B alone rather than rm -rf through a bind mount of /dev.
+cleanup() {
+	local rc=$?
+	if unmount_under "$B"; then
 		rm -rf --one-file-system "$B"
+	else
+		log "mounts remain under $B; not removing it"
 	fi
 	exit "$rc"
 }
