@@ -36,11 +36,10 @@ func introspect(t *testing.T, d *Daemon) map[string]*introspection.Plugin {
 	return m
 }
 
+// initErr is p's init error message, "" when it loaded ("skip plugin" in
+// it when it skipped).
 func initErr(p *introspection.Plugin) string {
-	if p.InitErr == nil {
-		return ""
-	}
-	return p.InitErr.Message
+	return p.GetInitErr().GetMessage()
 }
 
 // TestDaemonLoadsPlugins starts the daemon with the example operator config
@@ -294,5 +293,58 @@ func TestDaemonVersion(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("--version = %q, want it to contain %q", got, want)
 		}
+	}
+}
+
+// TestDaemonSkipsWithoutMkfsExt4 runs the daemon with a PATH that has no
+// mkfs.ext4. In block mode the snapshotter must skip (not fail: a failing
+// snapshotter takes the metadata plugin and nearly every service down with
+// it), so metadata and the differ still load; in overlay mode, which never
+// runs mkfs.ext4, it loads.
+func TestDaemonSkipsWithoutMkfsExt4(t *testing.T) {
+	requireRoot(t)
+	if p, err := exec.LookPath("mkfs.ext4"); err == nil && !strings.HasPrefix(p, "/usr/sbin/") && !strings.HasPrefix(p, "/sbin/") {
+		t.Skipf("mkfs.ext4 is at %s, which a PATH of /usr/bin:/bin may reach", p)
+	}
+	// The transfer service's unpack_config names erofs-vm; without the
+	// snapshotter it would fail, which is not what this test is about.
+	noTransfer := func(cfg string) string {
+		i := strings.Index(cfg, "[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]")
+		if i < 0 {
+			t.Fatal("hack/config.toml has no unpack_config")
+		}
+		return cfg[:i]
+	}
+	tests := []struct {
+		name     string
+		cfg      string
+		wantSkip bool
+	}{
+		{"block mode skips", noTransfer(exampleConfig(t)), true},
+		{"overlay mode loads", noTransfer(exampleConfig(t, "commit_mode = 'block'", "commit_mode = 'overlay'")), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := StartDaemon(t, DaemonOptions{Config: tt.cfg, Env: []string{"PATH=/usr/bin:/bin"}})
+			plugins := introspect(t, d)
+			for _, uri := range []string{SnapshotterURI, DifferURI} {
+				if plugins[uri] == nil {
+					t.Fatalf("%s not registered", uri)
+				}
+			}
+			sn := initErr(plugins[SnapshotterURI])
+			if tt.wantSkip {
+				if !strings.Contains(sn, "mkfs.ext4") || !strings.Contains(sn, "skip plugin") {
+					t.Errorf("%s init error = %q, want a skip naming mkfs.ext4", SnapshotterURI, sn)
+				}
+			} else if sn != "" {
+				t.Errorf("%s init error = %q, want none", SnapshotterURI, sn)
+			}
+			for _, uri := range []string{"io.containerd.metadata.v1.bolt", DifferURI, "io.containerd.service.v1.diff-service", "io.containerd.snapshotter.v1.overlayfs"} {
+				if e := initErr(plugins[uri]); e != "" {
+					t.Errorf("%s init error: %s", uri, e)
+				}
+			}
+		})
 	}
 }
