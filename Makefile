@@ -103,19 +103,21 @@ test: deps build assets
 	if [[ $$status -eq 0 ]]; then echo "== PASS"; else echo "== FAIL (go test exit status $$status)"; fi; \
 	exit $$status
 
-## bench: every hack/bench/*.sh, then hack/bench/report.sh if present
+## bench: every hack/bench/*.sh, then hack/bench/report.sh if present.
+## A failing script does not stop the others; the target fails at the end.
 bench: build assets
 	@shopt -s nullglob; \
 	scripts=(hack/bench/*.sh); \
-	ran=0; \
+	ran=0; failed=(); \
 	for s in "$${scripts[@]}"; do \
 		[[ $$(basename "$$s") == report.sh ]] && continue; \
 		echo "== $$s"; \
-		bash "$$s"; \
+		bash "$$s" || failed+=("$$s"); \
 		ran=$$((ran + 1)); \
 	done; \
 	if [[ $$ran -eq 0 ]]; then echo "make: no benchmark scripts in hack/bench/" >&2; exit 1; fi; \
-	if [[ -f hack/bench/report.sh ]]; then echo "== hack/bench/report.sh"; bash hack/bench/report.sh; fi
+	if [[ -f hack/bench/report.sh ]]; then echo "== hack/bench/report.sh"; bash hack/bench/report.sh || failed+=(hack/bench/report.sh); fi; \
+	if [[ $${#failed[@]} -gt 0 ]]; then echo "make: failed: $${failed[*]}" >&2; exit 1; fi
 
 ## demo: install deps, build, build assets, run hack/demo.sh
 demo: deps build assets
