@@ -137,7 +137,7 @@ func (c *builder) addTarEntry(hdr *tar.Header, tr io.Reader) error {
 			mergeDir(old, n)
 			return nil
 		}
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse: //nolint:staticcheck // TypeRegA: old tars still carry it
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse: // Next already turns old TypeRegA into TypeReg
 		if hdr.Size < 0 {
 			return fmt.Errorf("negative size %d", hdr.Size)
 		}
@@ -175,7 +175,7 @@ func nodeFromHeader(hdr *tar.Header) (*Node, error) {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.Mode |= syscall.S_IFDIR
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse, tar.TypeLink: //nolint:staticcheck
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse, tar.TypeLink:
 		n.Mode |= syscall.S_IFREG
 	case tar.TypeSymlink:
 		if hdr.Linkname == "" {
