@@ -33,6 +33,9 @@ VERSION_PKG := $(CONTAINERD_MODULE)/version
 LDFLAGS := -X '$(VERSION_PKG).Package=$(MODULE)' \
 	-X '$(VERSION_PKG).Version=$(VERSION) (containerd $(CONTAINERD_VERSION))' \
 	-X '$(VERSION_PKG).Revision=$(REVISION)'
+# The version is stamped above, so Go's own VCS stamping adds nothing and
+# only fails in a checkout owned by another user ("dubious ownership").
+BUILDFLAGS ?= -buildvcs=false
 # ctr is containerd's own client at the go.mod version: stamp it as that.
 CTR_LDFLAGS := -X '$(VERSION_PKG).Version=$(CONTAINERD_VERSION)'
 
@@ -71,9 +74,9 @@ binaries:
 		exit 1; \
 	fi
 	@mkdir -p bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/containerd-erofs ./cmd/containerd-erofs
-	$(GO) build -ldflags "$(CTR_LDFLAGS)" -o bin/ctr $(CONTAINERD_MODULE)/cmd/ctr
-	$(GO) build -o bin/erofsctl ./cmd/erofsctl
+	$(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/containerd-erofs ./cmd/containerd-erofs
+	$(GO) build $(BUILDFLAGS) -ldflags "$(CTR_LDFLAGS)" -o bin/ctr $(CONTAINERD_MODULE)/cmd/ctr
+	$(GO) build $(BUILDFLAGS) -o bin/erofsctl ./cmd/erofsctl
 
 version:
 	@echo "$(VERSION) (containerd $(CONTAINERD_VERSION)) $(REVISION)"

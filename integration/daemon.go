@@ -545,7 +545,7 @@ func Binary(t testing.TB, name string) string {
 	}
 	out := filepath.Join(root, "_output", "testbin", name)
 	t.Logf("building %s into %s (no bin/ from `make build`)", pkg, out)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
