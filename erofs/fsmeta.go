@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"syscall"
@@ -74,12 +73,10 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 		return nil, fmt.Errorf("erofs: fsmeta: %d layers, at most %d", len(layers), maxFSMetaLayers)
 	}
 	slots := make([]DeviceSlot, len(layers))
-	imgs := make([]layerFS, len(layers))
+	imgs := make([]layerFS, 0, len(layers))
 	defer func() {
 		for _, im := range imgs {
-			if im != nil {
-				im.(*Image).Close()
-			}
+			im.(*imageLayer).Close()
 		}
 	}()
 	for i, p := range layers {
@@ -87,7 +84,7 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 		if err != nil {
 			return nil, err
 		}
-		imgs[i] = im
+		imgs = append(imgs, im)
 		slots[i].Blocks = blocks
 		copy(slots[i].Tag[:], fmt.Sprintf("layer%d", i))
 	}
@@ -95,7 +92,7 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 		return nil, fmt.Errorf("erofs: fsmeta: %w", err)
 	}
 
-	b := &fsmetaData{dst: dst, layers: imgs, paths: layers, nextBlk: 1}
+	b := &fsmetaData{dst: dst, layers: imgs, nextBlk: 1}
 	tree, st, err := mergeLayers(ctx, imgs, b.data)
 	if err != nil {
 		return nil, err
@@ -116,7 +113,7 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 
 // openLayer opens one layer image and checks what the device table and
 // the flat concatenation need of it.
-func openLayer(p string) (*Image, uint32, error) {
+func openLayer(p string) (*imageLayer, uint32, error) {
 	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer: %w", err)
@@ -132,15 +129,21 @@ func openLayer(p string) (*Image, uint32, error) {
 	if fi.Size()/BlockSize > math.MaxUint32 {
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s has more than 2^32 blocks", p)
 	}
-	im, err := Open(p)
+	raw, err := os.Open(p)
 	if err != nil {
-		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %w", err)
+		return nil, 0, fmt.Errorf("erofs: fsmeta: layer: %w", err)
 	}
+	im, err := NewImage(raw)
+	if err != nil {
+		raw.Close()
+		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s: %w", p, err)
+	}
+	l := &imageLayer{Image: im, raw: raw}
 	if sb := im.Superblock(); sb.ExtraDevices != 0 {
-		im.Close()
+		l.Close()
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s has %d devices of its own: only single-device layers can be stacked", p, sb.ExtraDevices)
 	}
-	return im, uint32(fi.Size() / BlockSize), nil
+	return l, uint32(fi.Size() / BlockSize), nil
 }
 
 // fsmetaData decides, per file, how fsmeta reaches its bytes, and writes
@@ -148,7 +151,6 @@ func openLayer(p string) (*Image, uint32, error) {
 type fsmetaData struct {
 	dst     *os.File
 	layers  []layerFS
-	paths   []string
 	nextBlk uint32 // next free block for a tail copy
 	copied  uint64
 }
@@ -160,19 +162,22 @@ const maxCopyAll = 16 << 20
 
 func (b *fsmetaData) data(layer int, p string, ino *Inode) (Data, error) {
 	l := b.layers[layer]
-	if ino.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-		target, err := l.ReadLink(p)
-		if err != nil {
-			return Data{}, err
-		}
-		return Data{Kind: DataBytes, Bytes: []byte(target)}, nil
-	}
 	if ino.Size == 0 {
 		return Data{}, nil
 	}
 	exts, err := l.Extents(ino)
 	if err != nil {
 		return Data{}, err
+	}
+	if ino.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		if ino.Size > maxSymlinkSize {
+			return Data{}, fmt.Errorf("symlink target of %d bytes: %w", ino.Size, ErrCorrupt)
+		}
+		target := make([]byte, ino.Size)
+		if err := readExtents(l, exts, target, 0); err != nil {
+			return Data{}, err
+		}
+		return Data{Kind: DataBytes, Bytes: target}, nil
 	}
 	plan, err := planChunks(exts, ino.Size, uint16(layer+1))
 	if err != nil {
@@ -183,7 +188,7 @@ func (b *fsmetaData) data(layer int, p string, ino *Inode) (Data, error) {
 			return Data{}, fmt.Errorf("%d bytes of unaddressable data: too big to copy into fsmeta", ino.Size)
 		}
 		buf := make([]byte, ino.Size)
-		if err := b.readAt(l, p, buf, 0); err != nil {
+		if err := readExtents(l, exts, buf, 0); err != nil {
 			return Data{}, err
 		}
 		b.copied += ino.Size
@@ -191,7 +196,7 @@ func (b *fsmetaData) data(layer int, p string, ino *Inode) (Data, error) {
 	}
 	if plan.tailChunk >= 0 {
 		buf := make([]byte, plan.tailLen)
-		if err := b.readAt(l, p, buf, int64(plan.tailOff)); err != nil {
+		if err := readExtents(l, exts, buf, plan.tailOff); err != nil {
 			return Data{}, err
 		}
 		if _, err := b.dst.WriteAt(buf, int64(b.nextBlk)*BlockSize); err != nil {
@@ -204,25 +209,4 @@ func (b *fsmetaData) data(layer int, p string, ino *Inode) (Data, error) {
 		b.copied += plan.tailLen
 	}
 	return Data{Kind: DataChunks, Size: ino.Size, ChunkBits: plan.chunkBits + BlockSizeBits, Chunks: plan.chunks}, nil
-}
-
-// readAt reads len(buf) bytes of the file at p from off.
-func (b *fsmetaData) readAt(l layerFS, p string, buf []byte, off int64) error {
-	f, err := l.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	ra, ok := f.(io.ReaderAt)
-	if !ok {
-		return fmt.Errorf("layer file %q cannot be read at an offset", p)
-	}
-	n, err := ra.ReadAt(buf, off)
-	if n == len(buf) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return fmt.Errorf("read %d bytes at %d: %w", len(buf), off, err)
 }

@@ -2,6 +2,7 @@ package erofs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path"
 	"slices"
@@ -17,15 +18,13 @@ type fakeLayer struct {
 }
 
 type fakeNode struct {
-	name   string
-	ino    *Inode
-	target string
-	exts   []Extent
+	name string
+	ino  *Inode
 }
 
 // newFakeLayer builds a layer from specs "path TYPE [arg]": TYPE is d (dir),
-// o (opaque dir), f (file, arg = size), w (whiteout), l (symlink, arg =
-// target), h (hardlink to arg). Parents must come first; root exists.
+// o (opaque dir), f (file, arg = size), w (whiteout), l (symlink), h
+// (hardlink to arg). Parents must come first; root exists.
 func newFakeLayer(specs ...string) *fakeLayer {
 	l := &fakeLayer{nodes: map[string]*fakeNode{}}
 	nid := uint64(100)
@@ -54,7 +53,6 @@ func newFakeLayer(specs ...string) *fakeLayer {
 			n.ino.Mode = syscall.S_IFCHR
 		case "l":
 			n.ino.Mode = syscall.S_IFLNK | 0o777
-			n.target = f[2]
 		case "h":
 			t := l.nodes[f[2]]
 			t.ino.Nlink++
@@ -64,6 +62,17 @@ func newFakeLayer(specs ...string) *fakeLayer {
 	}
 	return l
 }
+
+func (l *fakeLayer) root() (*Inode, error) { return l.nodes["."].ino, nil }
+
+func (l *fakeLayer) readDir(dir *Inode, p string) ([]fs.DirEntry, error) {
+	if l.nodes[p] == nil || l.nodes[p].ino != dir {
+		return nil, fmt.Errorf("fake: readDir(%q) with the inode of another path", p)
+	}
+	return l.ReadDir(p)
+}
+
+func (l *fakeLayer) ReadAt([]byte, int64) (int, error) { return 0, errors.ErrUnsupported }
 
 func (l *fakeLayer) ReadDir(name string) ([]fs.DirEntry, error) {
 	if n, ok := l.nodes[name]; !ok || n.ino.Mode&syscall.S_IFMT != syscall.S_IFDIR {
@@ -87,8 +96,6 @@ func (l *fakeLayer) Lstat(name string) (fs.FileInfo, error) {
 	return fakeInfo{n}, nil
 }
 
-func (l *fakeLayer) ReadLink(name string) (string, error) { return l.nodes[name].target, nil }
-func (l *fakeLayer) Open(name string) (fs.File, error)    { return nil, errors.ErrUnsupported }
 func (l *fakeLayer) Extents(ino *Inode) ([]Extent, error) { return nil, nil }
 
 type fakeInfo struct{ n *fakeNode }

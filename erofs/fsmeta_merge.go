@@ -34,15 +34,26 @@ const overlayXattrPrefix = "trusted.overlay."
 // overlayOpaqueXattr with value "y" makes a directory opaque.
 const overlayOpaqueXattr = overlayXattrPrefix + "opaque"
 
-// layerFS is what the merge needs of a layer image; *Image provides it.
-// Keeping it an interface lets the merge rules be tested on synthetic
-// layers that no mkfs could produce.
+// layerFS is what the builder needs of a layer image (imageLayer wraps
+// *Image). Directories are listed by inode, not by path: a path walk from
+// the root per directory and layer was half of the merge's time. Keeping
+// it an interface lets the merge rules be tested on synthetic layers that
+// no mkfs could produce.
 type layerFS interface {
-	ReadDir(name string) ([]fs.DirEntry, error)
-	Lstat(name string) (fs.FileInfo, error)
-	ReadLink(name string) (string, error)
-	Open(name string) (fs.File, error)
+	// root returns the root directory's inode.
+	root() (*Inode, error)
+	// readDir lists directory dir (at path p, for errors), sorted by name.
+	readDir(dir *Inode, p string) ([]fs.DirEntry, error)
+	// Extents maps the data of a regular file or symlink.
 	Extents(ino *Inode) ([]Extent, error)
+	// ReadAt reads raw bytes of the layer image (device 0).
+	ReadAt(b []byte, off int64) (int, error)
+}
+
+// layerDir is one layer's directory in a merged directory's stack.
+type layerDir struct {
+	layer int
+	ino   *Inode
 }
 
 // hardlinkKey identifies one inode of one layer.
@@ -70,22 +81,17 @@ func mergeLayers(ctx context.Context, layers []layerFS, data dataFunc) (*Tree, m
 	if len(layers) == 0 {
 		return nil, st, fmt.Errorf("erofs: fsmeta needs at least one layer")
 	}
-	top := len(layers) - 1
-	rootInfo, err := layers[top].Lstat(".")
-	if err != nil {
-		return nil, st, fmt.Errorf("erofs: layer %d: root: %w", top, err)
-	}
-	rootIno, err := inodeOf(rootInfo, top, ".")
-	if err != nil {
-		return nil, st, err
-	}
-	stack := make([]int, 0, len(layers))
-	for i := top; i >= 0; i-- {
-		stack = append(stack, i)
+	stack := make([]layerDir, 0, len(layers))
+	for i := len(layers) - 1; i >= 0; i-- {
+		ino, err := layers[i].root()
+		if err != nil {
+			return nil, st, fmt.Errorf("erofs: layer %d: root: %w", i, err)
+		}
+		stack = append(stack, layerDir{i, ino})
 	}
 	m := &merger{ctx: ctx, layers: layers, data: data, tree: NewTree(), links: map[hardlinkKey]*Node{}}
 	root := m.tree.Root()
-	fillNode(root, rootIno)
+	fillNode(root, stack[0].ino)
 	root.Implicit = false
 	if err := m.mergeDir(root, ".", stack); err != nil {
 		return nil, st, err
@@ -118,22 +124,23 @@ type candidate struct {
 	layer  int
 	entry  fs.DirEntry
 	dir    bool
-	stack  []int // for a dir: layers whose dir of this name merges, top first
-	closed bool  // no lower layer can contribute any more
-	gone   bool  // topmost entry is a whiteout
+	stack  []layerDir // for a dir: the dirs of this name that merge, top first
+	closed bool       // no lower layer can contribute any more
+	gone   bool       // topmost entry is a whiteout
 }
 
 // mergeDir fills dir.kids from the directory p of the layers in stack (top
 // first) and recurses. Recursion depth is the tree depth, bounded by
 // PATH_MAX, so it cannot overflow the goroutine stack.
-func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
+func (m *merger) mergeDir(dir *Node, p string, stack []layerDir) error {
 	if err := m.ctx.Err(); err != nil {
 		return err
 	}
 	cands := map[string]*candidate{}
 	var names []string
-	for _, li := range stack {
-		ents, err := m.layers[li].ReadDir(p)
+	for _, ld := range stack {
+		li := ld.layer
+		ents, err := m.layers[li].readDir(ld.ino, p)
 		if err != nil {
 			return fmt.Errorf("erofs: layer %d: read dir %q: %w", li, p, err)
 		}
@@ -150,11 +157,11 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 					c.gone, c.closed = true, true
 				case e.IsDir():
 					c.dir = true
-					c.stack = []int{li}
-					opq, err := m.isOpaque(li, p, e)
+					opq, ino, err := m.isOpaque(li, p, e)
 					if err != nil {
 						return err
 					}
+					c.stack = []layerDir{{li, ino}}
 					c.closed = opq
 				default:
 					c.closed = true
@@ -171,11 +178,11 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 				c.closed = true // a lower whiteout or non-dir ends the stack
 				continue
 			}
-			c.stack = append(c.stack, li)
-			opq, err := m.isOpaque(li, p, e)
+			opq, ino, err := m.isOpaque(li, p, e)
 			if err != nil {
 				return err
 			}
+			c.stack = append(c.stack, layerDir{li, ino})
 			c.closed = opq
 		}
 	}
@@ -188,11 +195,7 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 			continue
 		}
 		cp := path.Join(p, name)
-		info, err := c.entry.Info()
-		if err != nil {
-			return fmt.Errorf("erofs: layer %d: %q: %w", c.layer, cp, err)
-		}
-		ino, err := inodeOf(info, c.layer, cp)
+		ino, err := m.entryInode(c, cp)
 		if err != nil {
 			return err
 		}
@@ -230,6 +233,19 @@ func (m *merger) mergeDir(dir *Node, p string, stack []int) error {
 	return nil
 }
 
+// entryInode returns the inode of a candidate's topmost entry; a dir's was
+// already read for its opacity.
+func (m *merger) entryInode(c *candidate, p string) (*Inode, error) {
+	if c.dir {
+		return c.stack[0].ino, nil
+	}
+	info, err := c.entry.Info()
+	if err != nil {
+		return nil, fmt.Errorf("erofs: layer %d: %q: %w", c.layer, p, err)
+	}
+	return inodeOf(info, c.layer, p)
+}
+
 // isWhiteout reports whether e is an overlay whiteout: a char device 0:0.
 // Only char devices need their inode read.
 func (m *merger) isWhiteout(layer int, dir string, e fs.DirEntry) (bool, error) {
@@ -247,23 +263,23 @@ func (m *merger) isWhiteout(layer int, dir string, e fs.DirEntry) (bool, error) 
 	return ino.Rdev == 0, nil
 }
 
-// isOpaque reports whether the directory entry e of dir p is opaque. The
-// entry's own inode is used: no path lookup per layer and directory.
-func (m *merger) isOpaque(layer int, p string, e fs.DirEntry) (bool, error) {
+// isOpaque reports whether the directory entry e of dir p is opaque, and
+// returns its inode.
+func (m *merger) isOpaque(layer int, p string, e fs.DirEntry) (bool, *Inode, error) {
 	info, err := e.Info()
 	if err != nil {
-		return false, fmt.Errorf("erofs: layer %d: %q: %w", layer, path.Join(p, e.Name()), err)
+		return false, nil, fmt.Errorf("erofs: layer %d: %q: %w", layer, path.Join(p, e.Name()), err)
 	}
 	ino, err := inodeOf(info, layer, path.Join(p, e.Name()))
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	for _, x := range ino.Xattrs {
 		if x.Name == overlayOpaqueXattr {
-			return string(x.Value) == "y", nil
+			return string(x.Value) == "y", ino, nil
 		}
 	}
-	return false, nil
+	return false, ino, nil
 }
 
 func inodeOf(info fs.FileInfo, layer int, p string) (*Inode, error) {
