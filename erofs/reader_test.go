@@ -2,6 +2,7 @@ package erofs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -321,5 +322,44 @@ func TestReaderErrors(t *testing.T) {
 	}
 	if _, err := Open(filepath.Join(src, "big")); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "magic") {
 		t.Errorf("Open(not an image) = %v", err)
+	}
+}
+
+// TestReaderCompactMtime: kernels ≥ 6.15 read a compact inode's mtime as
+// the superblock build time plus the 32-bit offset stored where older
+// formats had i_reserved; older writers leave it 0. A compact inode with a
+// non-zero offset must read as the host kernel shows it.
+func TestReaderCompactMtime(t *testing.T) {
+	needRoot(t)
+	img := smallImage(t, "-E", "force-inode-compact")
+	in := rdInodeAt(t, img, "small")
+	if in.Extended {
+		t.Fatal("small is not a compact inode")
+	}
+	const offset = 86400*365 + 17
+	binary.LittleEndian.PutUint32(img[in.iloc+12:], offset)
+	fixChecksum(img)
+	p := filepath.Join(t.TempDir(), "mtime.erofs")
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	fi, err := im.Lstat("small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Sys().(*Inode).Mtime; got != 1000+offset {
+		t.Errorf("reader mtime %d, want build time 1000 + %d", got, offset)
+	}
+	st, err := os.Lstat(filepath.Join(mountErofs(t, p), "small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.ModTime().Equal(fi.ModTime()) {
+		t.Errorf("reader mtime %v, kernel %v", fi.ModTime(), st.ModTime())
 	}
 }
