@@ -76,7 +76,7 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 	imgs := make([]layerFS, 0, len(layers))
 	defer func() {
 		for _, im := range imgs {
-			im.(*imageLayer).Close()
+			im.(*Image).Close()
 		}
 	}()
 	for i, p := range layers {
@@ -113,7 +113,7 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 
 // openLayer opens one layer image and checks what the device table and
 // the flat concatenation need of it.
-func openLayer(p string) (*imageLayer, uint32, error) {
+func openLayer(p string) (*Image, uint32, error) {
 	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer: %w", err)
@@ -129,21 +129,15 @@ func openLayer(p string) (*imageLayer, uint32, error) {
 	if fi.Size()/BlockSize > math.MaxUint32 {
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s has more than 2^32 blocks", p)
 	}
-	raw, err := os.Open(p)
+	im, err := Open(p)
 	if err != nil {
-		return nil, 0, fmt.Errorf("erofs: fsmeta: layer: %w", err)
+		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %w", err)
 	}
-	im, err := NewImage(raw)
-	if err != nil {
-		raw.Close()
-		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s: %w", p, err)
-	}
-	l := &imageLayer{Image: im, raw: raw}
 	if sb := im.Superblock(); sb.ExtraDevices != 0 {
-		l.Close()
+		im.Close()
 		return nil, 0, fmt.Errorf("erofs: fsmeta: layer %s has %d devices of its own: only single-device layers can be stacked", p, sb.ExtraDevices)
 	}
-	return l, uint32(fi.Size() / BlockSize), nil
+	return im, uint32(fi.Size() / BlockSize), nil
 }
 
 // fsmetaData decides, per file, how fsmeta reaches its bytes, and writes

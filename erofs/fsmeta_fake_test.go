@@ -63,11 +63,11 @@ func newFakeLayer(specs ...string) *fakeLayer {
 	return l
 }
 
-func (l *fakeLayer) root() (*Inode, error) { return l.nodes["."].ino, nil }
+func (l *fakeLayer) Root() (*Inode, error) { return l.nodes["."].ino, nil }
 
-func (l *fakeLayer) readDir(dir *Inode, p string) ([]fs.DirEntry, error) {
+func (l *fakeLayer) ReadDirInode(dir *Inode, p string) ([]fs.DirEntry, error) {
 	if l.nodes[p] == nil || l.nodes[p].ino != dir {
-		return nil, fmt.Errorf("fake: readDir(%q) with the inode of another path", p)
+		return nil, fmt.Errorf("fake: ReadDirInode(%q) with the inode of another path", p)
 	}
 	return l.ReadDir(p)
 }

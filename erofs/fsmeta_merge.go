@@ -34,16 +34,16 @@ const overlayXattrPrefix = "trusted.overlay."
 // overlayOpaqueXattr with value "y" makes a directory opaque.
 const overlayOpaqueXattr = overlayXattrPrefix + "opaque"
 
-// layerFS is what the builder needs of a layer image (imageLayer wraps
-// *Image). Directories are listed by inode, not by path: a path walk from
-// the root per directory and layer was half of the merge's time. Keeping
-// it an interface lets the merge rules be tested on synthetic layers that
-// no mkfs could produce.
+// layerFS is what the builder needs of a layer image; *Image provides it.
+// Directories are listed by inode, not by path: a path walk from the root
+// per directory and layer was half of the merge's time. Keeping it an
+// interface lets the merge rules be tested on synthetic layers that no
+// mkfs could produce.
 type layerFS interface {
-	// root returns the root directory's inode.
-	root() (*Inode, error)
-	// readDir lists directory dir (at path p, for errors), sorted by name.
-	readDir(dir *Inode, p string) ([]fs.DirEntry, error)
+	// Root returns the root directory's inode.
+	Root() (*Inode, error)
+	// ReadDirInode lists directory dir (at path p, for errors), sorted.
+	ReadDirInode(dir *Inode, p string) ([]fs.DirEntry, error)
 	// Extents maps the data of a regular file or symlink.
 	Extents(ino *Inode) ([]Extent, error)
 	// ReadAt reads raw bytes of the layer image (device 0).
@@ -83,7 +83,7 @@ func mergeLayers(ctx context.Context, layers []layerFS, data dataFunc) (*Tree, m
 	}
 	stack := make([]layerDir, 0, len(layers))
 	for i := len(layers) - 1; i >= 0; i-- {
-		ino, err := layers[i].root()
+		ino, err := layers[i].Root()
 		if err != nil {
 			return nil, st, fmt.Errorf("erofs: layer %d: root: %w", i, err)
 		}
@@ -140,7 +140,7 @@ func (m *merger) mergeDir(dir *Node, p string, stack []layerDir) error {
 	var names []string
 	for _, ld := range stack {
 		li := ld.layer
-		ents, err := m.layers[li].readDir(ld.ino, p)
+		ents, err := m.layers[li].ReadDirInode(ld.ino, p)
 		if err != nil {
 			return fmt.Errorf("erofs: layer %d: read dir %q: %w", li, p, err)
 		}
