@@ -49,6 +49,7 @@ func convertDir(ctx context.Context, dst *os.File, dir string, opts ConvertOptio
 	if err != nil {
 		return nil, err
 	}
+	defer c.data.wait() //nolint:errcheck // only matters on error paths, which report their own error
 	w := &dirWalker{builder: c, ctx: ctx, links: make(map[devIno]*Node)}
 	root := c.tree.Root()
 	if _, err := w.stat(dir, root); err != nil {

@@ -67,6 +67,7 @@ func convertTar(ctx context.Context, dst *os.File, src io.Reader, opts ConvertOp
 	if err != nil {
 		return nil, err
 	}
+	defer c.data.wait() //nolint:errcheck // only matters on error paths, which report their own error
 	tr := tar.NewReader(src)
 	prev := ""
 	for {

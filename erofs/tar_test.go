@@ -190,6 +190,8 @@ func TestConvertTarKernel(t *testing.T) {
 				}
 			}
 		}},
+		{name: "empty", format: tar.FormatPAX},
+		{name: "only-root", format: tar.FormatPAX, entries: []tarEntry{with(dirEnt("./", 0o1770), owner(7, 8))}},
 		{name: "zero-blocks", format: tar.FormatPAX, entries: []tarEntry{
 			reg("holes", 0o644, "head"+strings.Repeat("\x00", 5*BlockSize)+"tail"),
 			reg("zeros", 0o644, strings.Repeat("\x00", 3*BlockSize)),

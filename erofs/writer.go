@@ -37,6 +37,9 @@ type dataWriter struct {
 	off       int64  // image offset of buf[0], block-aligned
 	maxBlocks uint64 // 0: no limit
 	written   int64  // bytes of file data accepted
+
+	spare   []byte     // the other buffer: being written, or free
+	pending chan error // result of the write in flight, nil if none
 }
 
 func newDataWriter(w io.WriterAt, maxBytes int64) *dataWriter {
@@ -98,9 +101,42 @@ func (d *dataWriter) writeFile(r io.Reader, size int64) (uint32, error) {
 	return uint32(start), nil
 }
 
-// flush writes the buffer's non-zero blocks, one write per run.
+// flush hands the buffer to a background write and continues filling the
+// other one: parsing the tar and copying data (one core) overlaps with
+// the kernel copying the previous buffer into the page cache (the other),
+// and at most one write is in flight, so memory stays at two buffers.
 func (d *dataWriter) flush() error {
-	b := d.buf
+	if err := d.wait(); err != nil {
+		return err
+	}
+	if len(d.buf) == 0 {
+		return nil
+	}
+	b, off := d.buf, d.off
+	done := make(chan error, 1)
+	d.pending = done
+	go func() { done <- writeRuns(d.w, b, off) }()
+	d.off += int64(len(b))
+	if cap(d.spare) < cap(b) {
+		d.spare = make([]byte, 0, cap(b))
+	}
+	d.buf, d.spare = d.spare[:0], b
+	return nil
+}
+
+// wait waits for the write in flight, if any. Every path out of a
+// conversion waits, so no write lands after the caller truncates dst.
+func (d *dataWriter) wait() error {
+	if d.pending == nil {
+		return nil
+	}
+	err := <-d.pending
+	d.pending = nil
+	return err
+}
+
+// writeRuns writes b's non-zero blocks at off, one write per run.
+func writeRuns(w io.WriterAt, b []byte, off int64) error {
 	for i := 0; i < len(b); {
 		for i < len(b) && isZeroBlock(b[i:min(i+BlockSize, len(b))]) {
 			i += BlockSize
@@ -111,14 +147,12 @@ func (d *dataWriter) flush() error {
 		}
 		j = min(j, len(b))
 		if j > i {
-			if _, err := d.w.WriteAt(b[i:j], d.off+int64(i)); err != nil {
+			if _, err := w.WriteAt(b[i:j], off+int64(i)); err != nil {
 				return fmt.Errorf("writing image: %w", err)
 			}
 		}
 		i = j
 	}
-	d.off += int64(len(b))
-	d.buf = d.buf[:0]
 	return nil
 }
 
@@ -134,6 +168,9 @@ func isZeroBlock(b []byte) bool {
 // finishImage writes t's metadata after the data and sizes dst.
 func finishImage(dst *os.File, d *dataWriter, t *Tree, opts ConvertOptions) (*ImageInfo, error) {
 	if err := d.flush(); err != nil {
+		return nil, fmt.Errorf("erofs: %w", err)
+	}
+	if err := d.wait(); err != nil {
 		return nil, fmt.Errorf("erofs: %w", err)
 	}
 	io := ImageOptions{MetaBlkAddr: uint32(d.nextBlock())}

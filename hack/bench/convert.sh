@@ -50,10 +50,10 @@ if mkfs.erofs --help 2>&1 | grep -q -- '--tar'; then
 else
 	rm -rf "$work/x" && mkdir "$work/x" && tar -xf "$tarfile" -C "$work/x"
 	run mkfs "rm -f $work/mkfs.erofs" mkfs.erofs --quiet "$work/mkfs.erofs" "$work/x"
-	mkfsnote="mkfs.erofs $(mkfs.erofs --help 2>&1 | head -1 | grep -o '[0-9.]*' | head -1 || true) from the extracted dir (no --tar; extraction not timed)"
+	mkfsnote="mkfs.erofs from the extracted dir (no --tar; extraction not timed)"
 fi
 
-ver=$(mkfs.erofs -V 2>&1 | head -1 || true)
+ver="erofs-utils $(dpkg-query -W -f='${Version}' erofs-utils 2>/dev/null || echo '?')"
 echo "tar->EROFS conversion: $(basename "$tarfile"), $((bytes / 1000000)) MB, best of $n, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 echo
 echo "| tool | wall s | MB/s | CPU s (user+sys) | peak RSS MiB | wall vs ours | CPU vs ours |"
