@@ -19,10 +19,11 @@
 // daemon's log are written to the test log; the whole log stays in the
 // directory while the test runs (LogPath).
 //
-// Binaries come from bin/ at the repository root (`make build`). If
-// bin/containerd-erofs is missing, or EROFS_TEST_BUILD=1, they are built
-// once per test process with `go build` into _output/testbin/, so
-// `go test ./integration/` works on its own.
+// Binaries come from bin/ at the repository root (`make build`) when they
+// are newer than every Go source of the module. If one is missing or stale,
+// or EROFS_TEST_BUILD=1, it is built once per test process with `go build`
+// into _output/testbin/, so `go test ./integration/` works on its own and
+// never runs an old daemon.
 package integration
 
 import (
@@ -519,9 +520,13 @@ var (
 )
 
 // Binary returns the path of one of our binaries ("containerd-erofs",
-// "ctr", "erofsctl"): bin/<name> at the repository root if bin/containerd-erofs
-// exists (`make build` made them all) and EROFS_TEST_BUILD is not 1;
-// otherwise it is built once per test process into _output/testbin/.
+// "ctr", "erofsctl"): bin/<name> at the repository root when `make build`
+// made it after the last change to the module's Go files (so `make test`
+// runs exactly what it built and stamped); otherwise, or with
+// EROFS_TEST_BUILD=1, it is built once per test process into
+// _output/testbin/ (go build is incremental: cheap when nothing changed). A
+// stale bin/ is never used: a test of code you just changed must not
+// silently run yesterday's daemon.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	pkg, ok := binarySources[name]
@@ -529,22 +534,22 @@ func Binary(t testing.TB, name string) string {
 		t.Fatalf("Binary: unknown binary %q", name)
 	}
 	root := RepoRoot(t)
-	if os.Getenv("EROFS_TEST_BUILD") != "1" {
-		if _, err := os.Stat(filepath.Join(root, "bin", "containerd-erofs")); err == nil {
-			p := filepath.Join(root, "bin", name)
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("%s missing though bin/containerd-erofs exists: run `make build`", p)
-			}
-			return p
-		}
-	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if p, ok := builtBins[name]; ok {
 		return p
 	}
+	p := filepath.Join(root, "bin", name)
+	why := "EROFS_TEST_BUILD=1"
+	if os.Getenv("EROFS_TEST_BUILD") != "1" {
+		why = binaryStale(root, p)
+		if why == "" {
+			builtBins[name] = p
+			return p
+		}
+	}
 	out := filepath.Join(root, "_output", "testbin", name)
-	t.Logf("building %s into %s (no bin/ from `make build`)", pkg, out)
+	t.Logf("building %s into %s (%s)", pkg, out, why)
 	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -552,4 +557,39 @@ func Binary(t testing.TB, name string) string {
 	}
 	builtBins[name] = out
 	return out
+}
+
+// binaryStale says why bin is not usable: missing, or older than a Go
+// source, go.mod or go.sum of the module (outside _output/ and hidden
+// dirs). "" means bin is current.
+func binaryStale(root, bin string) string {
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "no " + bin + " from `make build`"
+	}
+	var newer string
+	_ = filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+		if newer != "" {
+			return filepath.SkipAll
+		}
+		if err != nil {
+			return nil // unreadable: not ours to judge
+		}
+		if e.IsDir() {
+			if n := e.Name(); p != root && (strings.HasPrefix(n, ".") || n == "_output" || n == "bin" || n == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if n := e.Name(); strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") || n == "go.mod" || n == "go.sum" {
+			if info, err := e.Info(); err == nil && info.ModTime().After(st.ModTime()) {
+				newer = p
+			}
+		}
+		return nil
+	})
+	if newer != "" {
+		return bin + " is older than " + newer
+	}
+	return ""
 }
