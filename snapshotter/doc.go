@@ -17,8 +17,9 @@
 // own directory).
 //
 // Files: snapshotter.go (New, Config, paths), labels.go (§5 label names),
-// create.go (Prepare, View), mounts.go (the §4 shapes), commit.go,
-// layer.go (layer validation and conversion), fsmeta.go (fsmeta + VMDK),
-// remove.go (Remove, Cleanup, orphans), info.go (Stat, Update, Walk, Usage),
-// rwlayer.go (ext4 writable layer), size.go, immutable.go, locks.go.
+// create.go (Prepare, View, Mounts), mounts.go (the §4 shapes), commit.go,
+// layer.go (layer validation, conversion of an upper), fsmeta.go (fsmeta +
+// VMDK), remove.go (Remove, Cleanup, recovery at startup), info.go (Stat,
+// Update, Walk, Usage), rwlayer.go and ext4uuid.go (the ext4 writable
+// layer), size.go, immutable.go, locks.go, hooks.go (crash-test hook).
 package snapshotter

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Prepare latency of a writable snapshot over a 3- and a 64-layer parent:
 # erofs-vm (block mode, ext4 rwlayer.img) and containerd's overlayfs
-# snapshotter, in the same run, plus the ways to make the ext4 writable layer.
-# Drives BenchmarkPrepare and BenchmarkRWLayer in ./snapshotter and prints
-# markdown tables with ratios. Needs root (loop devices, mounts).
+# snapshotter, in the same run, plus the ways to make the ext4 writable layer
+# and the cost of an extract Commit (fsmeta + VMDK) by stack depth.
+# Drives BenchmarkPrepare, BenchmarkRWLayer and BenchmarkCommit in
+# ./snapshotter and prints markdown tables with ratios. Needs root (loop
+# devices, mounts).
 #
 #   hack/bench/prepare.sh [iterations]   (default 200)
 set -euo pipefail
@@ -12,7 +14,7 @@ n=${1:-200}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-go test ./snapshotter -run '^$' -bench '^(BenchmarkPrepare|BenchmarkRWLayer)$' \
+go test ./snapshotter -run '^$' -bench '^(BenchmarkPrepare|BenchmarkRWLayer|BenchmarkCommit)$' \
 	-benchtime="${n}x" -count=1 -timeout 60m | grep '^Benchmark' | tee "$out" >&2
 
 echo
@@ -49,4 +51,16 @@ awk '
 END {
 	base = p50["template-copy+uuid"]
 	for (k = 1; k <= n; k++) { m = ms[k]; printf "| %s | %.2f | %.2f | %.2f | %.1f× |\n", m, p50[m], p99[m], al[m], (base > 0 ? p50[m] / base : 0) }
+}' "$out"
+
+echo
+echo "### Commit of an extract snapshot: layer check, fsmeta.erofs, merged.vmdk, chattr +i, record ($n runs each, ms)"
+echo
+echo "| layers below | p50 | p99 |"
+echo "|---:|---:|---:|"
+awk '
+/^BenchmarkCommit\// {
+	split($1, a, "/"); l = a[2]; sub("layers=", "", l)
+	for (i = 2; i <= NF; i++) { if ($i == "p50-ms") p50 = $(i-1); if ($i == "p99-ms") p99 = $(i-1) }
+	printf "| %s | %.2f | %.2f |\n", l, p50, p99
 }' "$out"
