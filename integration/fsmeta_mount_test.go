@@ -70,12 +70,20 @@ func fsmetaAsset(t *testing.T, rel, target string) string {
 	return p
 }
 
-// run runs a command with a timeout and fails t with its output on error.
+// fsmetaRun runs a command with a timeout and fails t with its output on error.
 func fsmetaRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	return fsmetaRunIn(t, "", name, args...)
+}
+
+// fsmetaRunIn is fsmetaRun in working directory dir.
+func fsmetaRunIn(t testing.TB, dir, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}

@@ -177,10 +177,18 @@ func craftedStacks() map[string][][]stackOp {
 			{opBig("upper-big", "zyxw", 5000)},
 		},
 	}
-	// 64 layers: each adds a file, rewrites a shared one, deletes the file
-	// added two layers down and grows a directory every layer touches.
+	many := manyLayers(64)
+	stacks["64-layers"] = many
+	stacks["500-layers"] = manyLayers(500)
+	stacks["single-layer"] = [][]stackOp{{opFile("only", "one layer", 0o644), opDir("d", 0o700), opSymlink("d/l", "../only")}}
+	return stacks
+}
+
+// manyLayers: each layer adds a file, rewrites a shared one, deletes the
+// file added two layers down and grows a directory every layer touches.
+func manyLayers(n int) [][]stackOp {
 	var many [][]stackOp
-	for i := range 64 {
+	for i := range n {
 		ops := []stackOp{
 			opFile(fmt.Sprintf("f%02d", i), fmt.Sprintf("layer %d", i), 0o644),
 			opFile("shared", fmt.Sprintf("shared from %d", i), 0o644),
@@ -191,6 +199,5 @@ func craftedStacks() map[string][][]stackOp {
 		}
 		many = append(many, ops)
 	}
-	stacks["64-layers"] = many
-	return stacks
+	return many
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,19 +29,44 @@ func mkfsLayer(t *testing.T, dir, out string) {
 	fsmetaRun(t, "mkfs.erofs", "--quiet", "--preserve-mtime", "-Uc1b9d5a2-1b2c-4d5e-8f90-123456789abc", out, dir)
 }
 
+// maxLoopLayers: stacks up to this many layers get a loop device per
+// layer; taller ones (500) are mounted file-backed (erofs can, since Linux
+// 6.12), which spares the shared machine hundreds of loop devices.
+const maxLoopLayers = 64
+
+// maxDeviceOpts: mount(2) takes one page of options, so `-o device=` per
+// layer stops fitting at about 4096/len("device=/dev/loopNNN,") layers.
+// Taller stacks are checked in flat mode only, which is how a guest
+// mounts them anyway.
+const maxDeviceOpts = 150
+
 // oracleTree mounts the oracle for layers (oldest first) and returns its tree.
 func oracleTree(t *testing.T, base string, layers []string) map[string]fsmetaEntry {
 	t.Helper()
 	var lowers []string // newest first, as overlayfs wants them
 	for i, l := range layers {
-		dev := fsmetaLoop(t, l)
-		lowers = append([]string{fsmetaMount(t, base, fmt.Sprintf("L%d", i), "erofs", dev)}, lowers...)
+		src := l
+		if len(layers) <= maxLoopLayers {
+			src = fsmetaLoop(t, l)
+		}
+		name := fmt.Sprintf("L%d", i)
+		fsmetaMount(t, base, name, "erofs", src)
+		lowers = append([]string{name}, lowers...)
 	}
 	if len(lowers) == 1 {
-		return fsmetaTree(t, lowers[0]) // overlayfs needs two lowers without an upper
+		return fsmetaTree(t, filepath.Join(base, lowers[0])) // overlayfs needs two lowers without an upper
 	}
-	ov := fsmetaMount(t, base, "oracle", "overlay", "overlay", "lowerdir="+strings.Join(lowers, ":"))
-	return fsmetaTree(t, ov)
+	// Relative lowerdirs, resolved in base: 500 absolute paths would not
+	// fit in mount(2)'s one page of options.
+	dir := filepath.Join(base, "oracle")
+	fsmetaMust(t, os.MkdirAll(dir, 0o755))
+	fsmetaRunIn(t, base, "mount", "-t", "overlay", "overlay", "-o", "ro,lowerdir="+strings.Join(lowers, ":"), dir)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return fsmetaTree(t, dir)
 }
 
 // buildFSMeta runs the builder and returns the fsmeta path and its result.
@@ -106,6 +132,17 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 	}
 	fsmetaRun(t, "fsck.erofs", append(fsckArgs, fsmeta)...)
 
+	// (b) flat: one device, the kernel adds each slot's mapped_blkaddr.
+	flat := flatFromVMDK(t, base, append([]string{fsmeta}, layers...)...)
+	// fsck.erofs 1.5 cannot check a flat image (it insists on one --device
+	// per slot); the kernel mount below is the judge of the flat layout.
+	b := fsmetaTree(t, fsmetaMount(t, base, "flat", "erofs", fsmetaLoop(t, flat)))
+	fsmetaSameTree(t, "flat", b, "overlay", oracle, fsmetaDiffOpts{noNlink: true})
+	if len(layers) > maxDeviceOpts {
+		t.Logf("%d layers: multi-device mount skipped (device= options exceed mount(2)'s page)", len(layers))
+		return
+	}
+
 	// (a) multi-device: device= must name block devices, in table order.
 	var opts []string
 	for _, l := range layers {
@@ -113,14 +150,8 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle map[str
 	}
 	multi := fsmetaMount(t, base, "multi", "erofs", fsmetaLoop(t, fsmeta), opts...)
 	a := fsmetaTree(t, multi)
-	fsmetaSameTree(t, "multi-device", a, "overlay", oracle, fsmetaDiffOpts{noNlink: true})
-
-	// (b) flat: one device, the kernel adds each slot's mapped_blkaddr.
-	flat := flatFromVMDK(t, base, append([]string{fsmeta}, layers...)...)
-	// fsck.erofs 1.5 cannot check a flat image (it insists on one --device
-	// per slot); the kernel mount below is the judge of the flat layout.
-	b := fsmetaTree(t, fsmetaMount(t, base, "flat", "erofs", fsmetaLoop(t, flat)))
-	fsmetaSameTree(t, "flat", b, "multi-device", a, fsmetaDiffOpts{})
+	// Exact, nlink included: both are the same fsmeta.
+	fsmetaSameTree(t, "multi-device", a, "flat", b, fsmetaDiffOpts{})
 }
 
 // convertDirLayer turns a layer dir into an image with our own converter,
@@ -155,6 +186,9 @@ func TestFSMetaCraftedStacks(t *testing.T) {
 	slices.Sort(names)
 	for _, lm := range layerMakers {
 		for _, name := range names {
+			if name == "500-layers" && lm.name != "ours" {
+				continue // 500 mounts take half a minute: once is enough
+			}
 			t.Run(lm.name+"/"+name, func(t *testing.T) {
 				checkCraftedStack(t, stacks[name], lm.make)
 			})
