@@ -39,9 +39,9 @@ BUILDFLAGS ?= -buildvcs=false
 # ctr is containerd's own client at the go.mod version: stamp it as that.
 CTR_LDFLAGS := -X '$(VERSION_PKG).Version=$(CONTAINERD_VERSION)'
 
-# Tests: one package at a time (they share 2 cores, loop devices and qemu
-# TCG guests; running packages side by side only makes each slower and the
-# failures harder to read), never cached (they judge the kernel and the
+# Tests: one package at a time (they share 2 cores, loop devices, memory
+# and qemu TCG guests; packages side by side only make each slower and
+# push guest boots towards their timeouts), never cached (they judge the kernel and the
 # host tools, not only our code), and a timeout well past the slowest
 # package (guest boots under TCG) so a hang fails instead of blocking CI.
 TEST_TIMEOUT ?= 60m
@@ -49,7 +49,8 @@ TESTFLAGS ?= -p 1 -count=1 -timeout $(TEST_TIMEOUT)
 TEST_PKGS ?= ./...
 TEST_LOG := _output/test.log
 
-# staticcheck pinned: 2026.2.2 is the first release that knows Go 1.26.
+# staticcheck pinned (2026.2.2, the newest release when pinned; it handles
+# Go 1.26), so lint results do not change under our feet.
 STATICCHECK_VERSION := v0.8.2
 
 # run-script runs a hack/ script, or fails saying which one is missing.
