@@ -34,24 +34,19 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 		fl.Usage()
 		return errors.New("need -o FSMETA and at least one LAYER")
 	}
-	meta, err := mergeToFile(context.Background(), *out, layers)
+	meta, err := merge(context.Background(), *out, *vmdkOut, layers)
 	if err != nil {
 		return err
-	}
-	if *vmdkOut != "" {
-		if err := writeMergedVMDK(*vmdkOut, *out, layers); err != nil {
-			os.Remove(*out) // nothing half-made is left behind
-			return err
-		}
 	}
 	fmt.Fprintf(stdout, "%s: %d layers, %d entries, %d inodes, %d blocks, %d bytes copied from layers\n",
 		*out, len(meta.Devices), meta.Entries, meta.Inodes, meta.Blocks, meta.CopiedBytes)
 	return nil
 }
 
-// mergeToFile builds the fsmeta into a temp file beside out, syncs it and
-// renames it into place, so out is either absent, old, or complete.
-func mergeToFile(ctx context.Context, out string, layers []string) (*erofs.FSMeta, error) {
+// merge builds the fsmeta into a temp file beside out and syncs it, writes
+// the VMDK (itself atomic) naming out, then renames the fsmeta into place.
+// Any failure before the rename leaves out and vmdkOut as they were.
+func merge(ctx context.Context, out, vmdkOut string, layers []string) (*erofs.FSMeta, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".fsmeta-*.tmp")
 	if err != nil {
 		return nil, err
@@ -76,27 +71,49 @@ func mergeToFile(ctx context.Context, out string, layers []string) (*erofs.FSMet
 	if err := tmp.Close(); err != nil {
 		return nil, err
 	}
+	if vmdkOut != "" {
+		if err := writeMergedVMDK(vmdkOut, out, int64(meta.Blocks)*erofs.BlockSize, layers); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
+		if vmdkOut != "" {
+			os.Remove(vmdkOut) // it describes an fsmeta that is not there
+		}
 		return nil, err
 	}
 	ok = true
+	// The rename itself must survive a crash too.
+	if d, err := os.Open(filepath.Dir(out)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
 	return meta, nil
 }
 
 // writeMergedVMDK writes the descriptor of [fsmeta, layers...] with
-// absolute paths, so it works from any working directory.
-func writeMergedVMDK(out, fsmeta string, layers []string) error {
-	paths := make([]string, 0, len(layers)+1)
-	for _, p := range append([]string{fsmeta}, layers...) {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return err
-		}
-		paths = append(paths, abs)
-	}
-	files, err := vmdk.FilesFromPaths(paths...)
+// absolute paths, so it works from any working directory. The fsmeta is
+// not in place yet: its size comes from the build.
+func writeMergedVMDK(out, fsmeta string, fsmetaSize int64, layers []string) error {
+	fp, err := filepath.Abs(fsmeta)
 	if err != nil {
 		return err
 	}
+	lp := make([]string, 0, len(layers))
+	for _, p := range layers {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		lp = append(lp, a)
+	}
+	files, err := vmdk.FilesFromPaths(lp...)
+	if err != nil {
+		return err
+	}
+	files = append([]vmdk.File{{Path: fp, Size: fsmetaSize}}, files...)
 	return vmdk.WriteFile(out, files)
 }
