@@ -18,23 +18,16 @@ go test ./snapshotter -run '^$' -bench '^(BenchmarkPrepare|BenchmarkRWLayer|Benc
 	-benchtime="${n}x" -count=1 -timeout 60m | grep '^Benchmark' | tee "$out" >&2
 
 echo
-echo "### Prepare of a writable snapshot ($n runs each, ms)"
+echo "### Prepare of a writable snapshot ($n runs each, alternating call by call, ms)"
 echo
 echo "| parent layers | erofs-vm p50 | overlayfs p50 | ratio p50 | erofs-vm p99 | overlayfs p99 | ratio p99 |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 awk '
 /^BenchmarkPrepare\// {
-	split($1, a, "/"); sub("layers=", "", a[2]); sn = a[3]; sub("snapshotter=", "", sn); sub(/-[0-9]+$/, "", sn)
-	for (i = 2; i <= NF; i++) { if ($i == "p50-ms") p50[a[2], sn] = $(i-1); if ($i == "p99-ms") p99[a[2], sn] = $(i-1) }
-	layers[a[2]] = 1
-}
-END {
-	split("3 64", order, " ")
-	for (k = 1; k <= 2; k++) {
-		l = order[k]; if (!(l in layers)) continue
-		e50 = p50[l, "erofs-vm"]; o50 = p50[l, "overlayfs"]; e99 = p99[l, "erofs-vm"]; o99 = p99[l, "overlayfs"]
-		printf "| %s | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", l, e50, o50, (o50 > 0 ? e50 / o50 : 0), e99, o99, (o99 > 0 ? e99 / o99 : 0)
-	}
+	split($1, a, "/"); l = a[2]; sub("layers=", "", l); sub(/-[0-9]+$/, "", l)
+	for (i = 2; i <= NF; i++) v[$i] = $(i-1)
+	e50 = v["erofs-vm-p50-ms"]; o50 = v["overlayfs-p50-ms"]; e99 = v["erofs-vm-p99-ms"]; o99 = v["overlayfs-p99-ms"]
+	printf "| %s | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", l, e50, o50, (o50 > 0 ? e50 / o50 : 0), e99, o99, (o99 > 0 ? e99 / o99 : 0)
 }' "$out"
 
 echo
