@@ -110,7 +110,9 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 
 	digester := digest.Canonical.Digester()
 	counted := &countingReader{r: dc, limit: d.cfg.MaxLayerSize}
-	tarStream := &ctxReader{ctx: ctx, r: bufio.NewReaderSize(io.TeeReader(counted, digester.Hash()), tarBufferSize)}
+	prefetch := newPrefetchReader(counted, digester.Hash())
+	defer prefetch.Close()
+	tarStream := &ctxReader{ctx: ctx, r: prefetch}
 
 	f, err := os.CreateTemp(dir, "."+layout.LayerFile+".tmp-*")
 	if err != nil {
@@ -124,6 +126,7 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 		}
 	}()
 
+	t0 := time.Now()
 	if _, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize}); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("convert to EROFS: %w", err)
 	}
@@ -136,14 +139,17 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	if err := ctx.Err(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	prefetch.Close() // the digester is complete and ours alone now
 	got := digester.Digest()
 	if want != "" && got != want {
 		return ocispec.Descriptor{}, fmt.Errorf("diff ID mismatch: blob %s uncompresses to %s, expected %s", desc.Digest, got, want)
 	}
 
+	t1 := time.Now()
 	if err := f.Sync(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	log.G(ctx).WithFields(log.Fields{"convert": t1.Sub(t0), "fsync": time.Since(t1), "blob": desc.Digest}).Debug("erofs-vm: layer written")
 	if err := f.Close(); err != nil {
 		return ocispec.Descriptor{}, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -34,6 +35,9 @@ func repoFile(tb testing.TB, rel string) string {
 // BenchmarkApplyRootfs applies the Debian rootfs layer (gzip, then zstd)
 // with the real converter: the per-layer cost of an unpack.
 func BenchmarkApplyRootfs(b *testing.B) {
+	if os.Getenv("EROFS_BENCH_DEBUG") == "1" {
+		log.SetLevel("debug") // per-phase timings of each Apply
+	}
 	layer := repoFile(b, "_output/images/layers/1-rootfs.tar")
 	if _, err := os.Stat(layer); err != nil {
 		b.Skip("no test image: make test-image (hack/build-test-image.sh)")

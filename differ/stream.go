@@ -6,13 +6,9 @@ import (
 	"io"
 )
 
-// Buffer sizes of the Apply pipeline. Blob reads of 1 MiB keep the content
-// store's ReadAt calls few; the tar side gets 1 MiB so the digester and the
-// converter work on large slices instead of archive/tar's 512-byte reads.
-const (
-	blobBufferSize = 1 << 20
-	tarBufferSize  = 1 << 20
-)
+// blobBufferSize is the read size on the content store: 1 MiB keeps its
+// ReadAt calls few.
+const blobBufferSize = 1 << 20
 
 // ctxReader fails reads once ctx is done, so a cancelled Apply stops within
 // one buffer of data even when the converter is busy in a long file.

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Unpack time of the 3-layer Debian test image: erofs-vm (snapshotter +
+# differ) vs overlayfs + walking, in the same daemon, in one run.
+#
+# As DESIGN §10 measured it: every run imports the image into a fresh
+# namespace with the content already present (a warm-up import put it
+# there), once with `ctr images import --snapshotter X` and once with
+# `--no-unpack`; unpack = the difference. Runs alternate between the
+# snapshotters; the best of N (default 3) counts. Each archive is measured
+# with the daemon as configured (igzip on PATH) and again in a second daemon
+# with CONTAINERD_DISABLE_IGZIP=1 (Go's gzip), the gzip fallback both
+# differs share. Needs root and `make build test-image` (bin/, _output/images).
+#
+#   hack/bench/unpack.sh [runs]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+runs=${1:-3}
+
+log() { printf '[bench/unpack] %s\n' "$*" >&2; }
+[[ $(id -u) == 0 ]] || { log "must run as root"; exit 1; }
+
+images=(debian-3layer.oci.tar debian-3layer-zstd.oci.tar)
+for a in "${images[@]}"; do
+	[[ -f _output/images/$a ]] || { log "_output/images/$a missing: run make test-image"; exit 1; }
+done
+
+bindir=$REPO/bin
+if [[ ! -x $bindir/containerd-erofs || ! -x $bindir/ctr ]]; then
+	bindir=$REPO/_output/bench-bin
+	log "no bin/ (make build): building into $bindir"
+	mkdir -p "$bindir"
+	go build -o "$bindir/containerd-erofs" ./cmd/containerd-erofs
+	go build -o "$bindir/ctr" github.com/containerd/containerd/v2/cmd/ctr
+fi
+
+work=$(mktemp -d /tmp/bench-unpack.XXXXXX)
+pid=
+stop_daemon() {
+	if [[ -n $pid ]]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		pid=
+	fi
+}
+cleanup() {
+	stop_daemon
+	# Mounts the daemon left (mount manager) and immutable layer files.
+	grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	chattr -R -f -i "$work" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_daemon DIR [ENV...]: containerd-erofs on the example config, private root.
+start_daemon() {
+	local dir=$1
+	shift
+	mkdir -p "$dir"
+	sed '/^version/a\
+[plugins."io.containerd.nri.v1.nri"]\
+  socket_path = "'"$dir"'/nri.sock"' hack/config.toml >"$dir/config.toml"
+	env "$@" "$bindir/containerd-erofs" --config "$dir/config.toml" --root "$dir/root" \
+		--state "$dir/state" --address "$dir/c.sock" --log-level warn >"$dir/log" 2>&1 &
+	pid=$!
+	for _ in $(seq 300); do
+		if "$bindir/ctr" --address "$dir/c.sock" version >/dev/null 2>&1; then return; fi
+		kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/log" >&2; log "daemon died"; exit 1; }
+		sleep 0.1
+	done
+	log "daemon did not come up"; exit 1
+}
+
+ctr() { "$bindir/ctr" --address "$sock" "$@" 2> >(grep -v DEPRECATION >&2); }
+
+# timed CMD...: runs CMD, prints wall seconds.
+timed() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$@" >/dev/null
+	t1=$(date +%s.%N)
+	echo "$t1 - $t0" | bc
+}
+
+results=$work/results
+: >"$results"
+ns=0
+measure() { # label "archives..." env...
+	local label=$1 archives=$2
+	shift 2
+	local dir=$work/d$((++ns))
+	start_daemon "$dir" "$@"
+	sock=$dir/c.sock
+	for a in $archives; do
+		ctr -n warmup images import --no-unpack "_output/images/$a" >/dev/null
+		for r in $(seq "$runs"); do
+			order=(erofs-vm overlayfs)
+			((r % 2 == 0)) && order=(overlayfs erofs-vm)
+			for sn in "${order[@]}"; do
+				total=$(timed ctr -n "u-$sn-$r-$ns-${a%%.*}" images import --snapshotter "$sn" "_output/images/$a")
+				base=$(timed ctr -n "n-$sn-$r-$ns-${a%%.*}" images import --no-unpack "_output/images/$a")
+				echo "$label $a $sn $r $total $base" >>"$results"
+				log "$label $a $sn run $r: import $total s, --no-unpack $base s"
+			done
+		done
+	done
+	stop_daemon
+}
+
+measure igzip "${images[*]}"
+measure go-gzip "${images[0]}" CONTAINERD_DISABLE_IGZIP=1
+
+echo
+echo "### Unpack of the 3-layer Debian image: erofs-vm vs overlayfs + walking (same daemon, runs alternated, best of $runs, s)"
+echo
+echo "| image | gzip inflater | erofs-vm unpack | overlayfs+walking unpack | ratio | erofs-vm import | overlayfs import | --no-unpack import |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+awk '
+{
+	k = $1 SUBSEP $2 SUBSEP $3; u = $5 - $6
+	if (!(k in best) || u < best[k]) best[k] = u
+	if (!(k in tot) || $5 < tot[k]) tot[k] = $5
+	kb = $1 SUBSEP $2
+	if (!(kb in nou) || $6 < nou[kb]) nou[kb] = $6
+	if (!(kb in seen)) { seen[kb] = 1; order[++n] = kb }
+}
+END {
+	for (i = 1; i <= n; i++) {
+		split(order[i], p, SUBSEP)
+		e = best[p[1], p[2], "erofs-vm"]; o = best[p[1], p[2], "overlayfs"]
+		inf = (p[2] ~ /zstd/) ? "n/a (zstd)" : p[1]
+		printf "| %s | %s | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f |\n", p[2], inf, e, o, (o > 0 ? e / o : 0), tot[p[1], p[2], "erofs-vm"], tot[p[1], p[2], "overlayfs"], nou[p[1], p[2]]
+	}
+}' "$results"
+echo
+echo "ratio = erofs-vm unpack / overlayfs+walking unpack (goal ≤ 0.6×). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
