@@ -8,7 +8,7 @@
 #   layers/3-changes.tar    deletions (.wh.*), an opaque dir (.wh..wh..opq),
 #                           file<->dir/symlink replacements, hardlinks, fifo,
 #                           char/block devices, setuid/setgid/sticky, user.*
-#                           xattrs, a changed capability, sub-second mtimes,
+#                           xattrs, POSIX ACLs, a changed capability, sub-second mtimes,
 #                           long and non-ASCII names, non-root owners
 #   debian-3layer.oci.tar       OCI layout archive, gzip layers,
 #                               image docker.io/library/erofs-test:3layer
@@ -47,8 +47,8 @@ die() {
 }
 
 [[ $(id -u) == 0 ]] || die "must run as root (debootstrap, chroot and overlay mounts)"
-for tool in debootstrap chroot setcap getcap setfattr mknod go tar; do
-	command -v "$tool" >/dev/null || die "$tool not found (hack/ installs debootstrap, attr, libcap2-bin)"
+for tool in debootstrap chroot setcap getcap setfattr getfattr setfacl mknod go tar; do
+	command -v "$tool" >/dev/null || die "$tool not found (Debian packages: debootstrap, attr, acl, libcap2-bin)"
 done
 
 # debian_mirror prints the URI of the machine's apt source for $SUITE
@@ -284,6 +284,11 @@ log "layer 3 changes"
 	setfattr -n user.erofs.test -v hello "$T/xattr-file"
 	setfattr -n user.erofs.empty "$T/xattr-file"
 	setfattr -n user.erofs.dir -v on-a-dir "$T/sub"
+	# POSIX ACLs are system.posix_acl_* xattrs with binary values.
+	echo acl >"$T/acl-file"
+	setfacl -m u:1000:rw,g:1000:r "$T/acl-file"
+	mkdir "$T/acl-dir"
+	setfacl -d -m u:1000:rwx "$T/acl-dir"
 	ln -s ../data.bin "$T/sub/rel-link"
 	ln -s /etc/os-release "$T/abs-link"
 	ln -s does/not/exist "$T/dangling-link"

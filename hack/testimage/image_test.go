@@ -140,6 +140,8 @@ func TestBuiltLayerEntries(t *testing.T) {
 			"opt/erofs-test/xattr-file":                          {typ: tar.TypeReg, check: xattr("user.erofs.test", "hello")},
 			"opt/erofs-test/sub/":                                {typ: tar.TypeDir, check: xattr("user.erofs.dir", "on-a-dir")},
 			"opt/erofs-test/dangling-link":                       {typ: tar.TypeSymlink},
+			"opt/erofs-test/acl-file":                            {typ: tar.TypeReg, check: hasXattr("system.posix_acl_access")},
+			"opt/erofs-test/acl-dir/":                            {typ: tar.TypeDir, check: hasXattr("system.posix_acl_default")},
 			"opt/erofs-test/naïve café ✓":                        {typ: tar.TypeReg},
 			"opt/erofs-test/empty-dir/":                          {typ: tar.TypeDir},
 			"opt/erofs-test/owned-1000":                          {typ: tar.TypeReg, check: owner(1000)},
@@ -182,6 +184,15 @@ func TestBuiltLayerEntries(t *testing.T) {
 				t.Errorf("layer %d lacks %s", tc.layer+1, name)
 			}
 		}
+	}
+}
+
+func hasXattr(name string) func(h *tar.Header) string {
+	return func(h *tar.Header) string {
+		if _, ok := h.PAXRecords[paxXattr+name]; !ok {
+			return "no " + name + " xattr"
+		}
+		return ""
 	}
 }
 
@@ -300,6 +311,14 @@ func TestBuiltLayersApply(t *testing.T) {
 	}
 	if v, err := getXattr(p("opt/erofs-test/xattr-file"), "user.erofs.test"); err != nil || string(v) != "hello" {
 		t.Errorf("user.erofs.test = %q (%v)", v, err)
+	}
+	for _, a := range []struct{ path, name string }{
+		{"opt/erofs-test/acl-file", "system.posix_acl_access"},
+		{"opt/erofs-test/acl-dir", "system.posix_acl_default"},
+	} {
+		if v, err := getXattr(p(a.path), a.name); err != nil || len(v) < 4 {
+			t.Errorf("%s: %s = %x (%v)", a.path, a.name, v, err)
+		}
 	}
 	var st unix.Stat_t
 	must(t, "stat", unix.Lstat(p("opt/erofs-test/suid-true"), &st))
