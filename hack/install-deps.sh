@@ -32,6 +32,7 @@ PACKAGES=(
 	xz-utils        # the guest kernel's modules are .ko.xz
 	attr            # getfattr/setfattr: xattr and whiteout checks
 	acl             # ACL xattrs in test layers
+	libcap2-bin     # setcap/getcap: the file capability in the test image
 	file
 	ca-certificates
 	git
