@@ -1,8 +1,10 @@
 package erofs
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -15,31 +17,42 @@ type builder struct {
 	data  *dataWriter
 	stats ConvertStats
 
-	lastDir     string
+	lastDir     []string // components of the cached parent
 	lastDirNode *Node
+	scratch     []string // reused by splitPath
 }
 
-func newBuilder(dst *os.File, opts ConvertOptions) (*builder, error) {
+func newBuilder(ctx context.Context, dst *os.File, opts ConvertOptions) (*builder, error) {
 	// The data writer leaves zero blocks as holes: they must read as
 	// zeros, so whatever dst held goes first.
 	if err := dst.Truncate(0); err != nil {
 		return nil, fmt.Errorf("erofs: truncate output: %w", err)
 	}
-	return &builder{tree: NewTree(), data: newDataWriter(dst, opts.MaxImageSize)}, nil
+	data, err := newDataWriter(ctx, dst, opts.MaxImageSize)
+	if err != nil {
+		return nil, err
+	}
+	return &builder{tree: NewTree(), data: data}, nil
 }
 
 // parentDir resolves (creating as needed) the directory holding the entry
 // whose cleaned components are parts.
 func (c *builder) parentDir(parts []string) (*Node, error) {
-	dir := strings.Join(parts[:len(parts)-1], "/")
-	if c.lastDirNode != nil && dir == c.lastDir {
+	dir := parts[:len(parts)-1]
+	if c.lastDirNode != nil && slices.Equal(dir, c.lastDir) {
 		return c.lastDirNode, nil
 	}
-	n, err := c.resolveDir(parts[:len(parts)-1], true)
+	n, err := c.resolveDir(dir, true)
 	if err != nil {
 		return nil, err
 	}
-	c.lastDir, c.lastDirNode = dir, n
+	// Clone: the components are slices of this entry's path, and parts is
+	// the builder's scratch slice.
+	c.lastDir = c.lastDir[:0]
+	for _, p := range dir {
+		c.lastDir = append(c.lastDir, strings.Clone(p))
+	}
+	c.lastDirNode = n
 	return n, nil
 }
 
@@ -49,7 +62,7 @@ func (c *builder) parentDir(parts []string) (*Node, error) {
 func (c *builder) put(dir *Node, name string, n *Node) error {
 	old := c.tree.Lookup(dir, name)
 	if old != nil && (old.IsDir() || isSymlink(old)) {
-		c.lastDir, c.lastDirNode = "", nil
+		c.lastDir, c.lastDirNode = c.lastDir[:0], nil
 	}
 	// name is a slice of the entry's whole path: keep only the name alive
 	// (usr/share/doc/pkg/changelog.gz is 3x its base). Always: assigning

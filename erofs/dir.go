@@ -45,11 +45,11 @@ type dirWalker struct {
 }
 
 func convertDir(ctx context.Context, dst *os.File, dir string, opts ConvertOptions) (*ConvertStats, error) {
-	c, err := newBuilder(dst, opts)
+	c, err := newBuilder(ctx, dst, opts)
 	if err != nil {
 		return nil, err
 	}
-	defer c.data.wait() //nolint:errcheck // only matters on error paths, which report their own error
+	defer c.data.close()
 	w := &dirWalker{builder: c, ctx: ctx, links: make(map[devIno]*Node)}
 	root := c.tree.Root()
 	if _, err := w.stat(dir, root); err != nil {

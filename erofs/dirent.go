@@ -13,12 +13,13 @@ import (
 // "." and ".." included, because the kernel binary-searches blocks by their
 // first name and then dirents within a block. A name never spans two blocks.
 
-// dirBlocks calls fn with the children range [start, end) of each block of
-// directory d, in order, and returns the directory size in bytes.
-func dirBlocks(d *Node, fn func(start, end int)) uint64 {
+// dirBlocks calls fn with the range [start, end) of children (a whole
+// directory, sorted) in each block, in order, and returns the directory
+// size in bytes.
+func dirBlocks(children []dirEntry, fn func(start, end int)) uint64 {
 	var size uint64
 	start, used := 0, 0
-	for i, c := range d.dir.children {
+	for i, c := range children {
 		need := DirentSize + len(c.name)
 		if used+need > BlockSize {
 			if fn != nil {
@@ -30,7 +31,7 @@ func dirBlocks(d *Node, fn func(start, end int)) uint64 {
 		used += need
 	}
 	if fn != nil {
-		fn(start, len(d.dir.children))
+		fn(start, len(children))
 	}
 	return size + uint64(used)
 }

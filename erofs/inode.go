@@ -17,44 +17,44 @@ type buildStamp struct {
 	nsec uint32
 }
 
-// plan decides the layout and record size of n. It needs n.nlink and, for
-// directories, n.dir.children.
-func (n *Node) plan(bt buildStamp) error {
+// plan decides the layout of n and returns the size of its record. It
+// needs n.nlink and, for directories, their sorted children.
+func (n *Node) plan(bt buildStamp, children []dirEntry) (int, error) {
 	xsize, err := xattrIbodySize(n.Xattrs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var tail int
 	switch {
 	case n.IsDir():
-		n.Data.Size = dirBlocks(n, nil)
+		n.Data.Size = dirBlocks(children, nil)
 		tail = int(n.Data.Size % BlockSize)
 	case n.Data.Kind == DataBytes:
 		n.Data.Size = uint64(len(n.Data.Bytes))
 		tail = int(n.Data.Size % BlockSize)
 	case n.Data.Kind == DataChunks:
 		if n.Data.ChunkBits < BlockSizeBits || n.Data.ChunkBits > BlockSizeBits+chunkFormatBlkbitsMask {
-			return fmt.Errorf("chunk bits %d out of range [%d, %d]", n.Data.ChunkBits, BlockSizeBits, BlockSizeBits+chunkFormatBlkbitsMask)
+			return 0, fmt.Errorf("chunk bits %d out of range [%d, %d]", n.Data.ChunkBits, BlockSizeBits, BlockSizeBits+chunkFormatBlkbitsMask)
 		}
 		if want := chunkCount(n.Data.Size, n.Data.ChunkBits); uint64(len(n.Data.Chunks)) != want {
-			return fmt.Errorf("%d chunk indexes for %d bytes in chunks of 2^%d: want %d", len(n.Data.Chunks), n.Data.Size, n.Data.ChunkBits, want)
+			return 0, fmt.Errorf("%d chunk indexes for %d bytes in chunks of 2^%d: want %d", len(n.Data.Chunks), n.Data.Size, n.Data.ChunkBits, want)
 		}
 	case n.Data.Kind == DataBlocks:
 		if n.Data.Size > 0 && uint64(n.Data.BlkAddr)+blocksFor(n.Data.Size) > math.MaxUint32+1 {
-			return fmt.Errorf("data at block %d of %d bytes beyond 2^32 blocks", n.Data.BlkAddr, n.Data.Size)
+			return 0, fmt.Errorf("data at block %d of %d bytes beyond 2^32 blocks", n.Data.BlkAddr, n.Data.Size)
 		}
 	}
 	switch n.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
 	case syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFIFO, syscall.S_IFSOCK:
 		if n.Data.Size != 0 {
-			return fmt.Errorf("special file with %d bytes of data", n.Data.Size)
+			return 0, fmt.Errorf("special file with %d bytes of data", n.Data.Size)
 		}
 	default:
-		return fmt.Errorf("unknown file type in mode %#o", n.Mode)
+		return 0, fmt.Errorf("unknown file type in mode %#o", n.Mode)
 	}
 	if t := n.Mode & syscall.S_IFMT; t != syscall.S_IFREG && t != syscall.S_IFLNK && n.Data.Kind != DataNone {
-		return fmt.Errorf("data on a file of mode %#o", n.Mode)
+		return 0, fmt.Errorf("data on a file of mode %#o", n.Mode)
 	}
 
 	n.ext = n.UID > math.MaxUint16 || n.GID > math.MaxUint16 || n.nlink > math.MaxUint16 ||
@@ -74,8 +74,7 @@ func (n *Node) plan(bt buildStamp) error {
 		n.layout = LayoutFlatInline
 		head += tail
 	}
-	n.headSize = uint32(head)
-	return nil
+	return head, nil
 }
 
 // outOfLineBlocks is how many blocks after the metadata area n's data needs
@@ -100,10 +99,8 @@ func (n *Node) appendInode(b []byte, ino uint32) []byte {
 		u = ChunkFormatIndexes | uint32(n.Data.ChunkBits-BlockSizeBits)
 	case n.Mode&syscall.S_IFMT == syscall.S_IFCHR || n.Mode&syscall.S_IFMT == syscall.S_IFBLK:
 		u = n.Rdev
-	case n.IsDir() || n.Data.Kind == DataBytes:
-		u = n.blkaddr
-	case n.Data.Kind == DataBlocks && n.Data.Size > 0:
-		u = n.Data.BlkAddr
+	case n.IsDir() || n.Data.Kind == DataBytes || n.Data.Kind == DataBlocks && n.Data.Size > 0:
+		u = n.Data.BlkAddr // set by WriteImage for the first two
 	}
 	format := InodeFormat(n.ext, n.layout)
 	icount := XattrIcount(xsize)

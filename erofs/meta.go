@@ -82,7 +82,7 @@ type ImageInfo struct {
 // directory blocks from opts.MetaBlkAddr on, then the device table and the
 // superblock. It consumes t: a Tree is written once.
 func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) {
-	nodes, err := t.collect()
+	nodes, dirs, err := t.collect()
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +92,13 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 			n.Mtime, n.MtimeNsec = bt.sec, bt.nsec
 		}
 	}
-	for _, n := range nodes {
-		if err := n.plan(bt); err != nil {
+	heads := make([]uint32, len(nodes)) // record sizes, by nid order
+	for i, n := range nodes {
+		h, err := n.plan(bt, dirs[n])
+		if err != nil {
 			return nil, fmt.Errorf("erofs: %s: %w", describe(n), err)
 		}
+		heads[i] = uint32(h)
 	}
 
 	start := uint64(opts.MetaBlkAddr)
@@ -115,15 +118,16 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 	// Assign nids: records in order, padding to the next block whenever a
 	// record that fits in one block would otherwise straddle two.
 	var cur uint64
-	for _, n := range nodes {
-		if n.headSize <= BlockSize && cur%BlockSize+uint64(n.headSize) > BlockSize {
+	for i, n := range nodes {
+		head := uint64(heads[i])
+		if head <= BlockSize && cur%BlockSize+head > BlockSize {
 			cur = align64(cur, BlockSize)
 		}
 		if cur/SlotSize > math.MaxUint32 {
 			return nil, fmt.Errorf("erofs: metadata area beyond %d inode slots", uint64(math.MaxUint32))
 		}
 		n.nid = uint32(cur / SlotSize)
-		cur = align64(cur+uint64(n.headSize), SlotSize)
+		cur = align64(cur+head, SlotSize)
 	}
 	metaBlocks := blocksFor(cur)
 	if nodes[0].nid != 0 {
@@ -132,7 +136,7 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 	next := start + metaBlocks
 	for _, n := range nodes {
 		if nb := n.outOfLineBlocks(); nb > 0 {
-			n.blkaddr = uint32(next)
+			n.Data.BlkAddr = uint32(next)
 			next += nb
 		}
 	}
@@ -149,7 +153,7 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 		sw.buf = n.appendInode(sw.buf, uint32(i+1))
 		switch n.layout {
 		case LayoutFlatInline:
-			sw.buf = n.appendTail(sw.buf)
+			sw.buf = n.appendTail(sw.buf, dirs[n])
 		case LayoutChunkBased:
 			for (sw.off+int64(len(sw.buf)))%ChunkIndexSize != 0 {
 				sw.buf = append(sw.buf, 0)
@@ -164,8 +168,8 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 		if n.outOfLineBlocks() == 0 {
 			continue
 		}
-		sw.padTo(int64(n.blkaddr) * BlockSize)
-		if err := n.writeBlocks(sw); err != nil {
+		sw.padTo(int64(n.Data.BlkAddr) * BlockSize)
+		if err := n.writeBlocks(sw, dirs[n]); err != nil {
 			return nil, err
 		}
 	}
@@ -225,26 +229,27 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 var ErrTooLarge = fmt.Errorf("image too large")
 
 // collect groups the entries by parent and returns the reachable inodes in
-// nid order: breadth-first from the root, each directory's children sorted
-// bytewise including "." and "..". The order depends on names only, never
-// on map iteration, so the same input always gives the same image, and the
-// inodes of one directory sit next to each other. It also counts nlink.
-func (t *Tree) collect() ([]*Node, error) {
+// nid order, breadth-first from the root, and each directory's entries
+// sorted bytewise including "." and "..". The order depends on names only,
+// never on map iteration, so the same input always gives the same image,
+// and the inodes of one directory sit next to each other. It also counts
+// nlink. The lists live in a map for the write only: a Node carries no
+// per-directory field, which keeps every Node in the 128-byte size class.
+func (t *Tree) collect() ([]*Node, map[*Node][]dirEntry, error) {
 	// Count first so each directory's list is allocated once, exactly.
+	counts := make(map[*Node]int)
 	for k := range t.entries {
-		if k.parent.dir == nil {
-			k.parent.dir = &dirInfo{}
-		}
-		k.parent.dir.count++
+		counts[k.parent]++
 	}
+	dirs := make(map[*Node][]dirEntry, len(counts))
 	for k, n := range t.entries {
-		d := k.parent.dir
-		if d.children == nil {
-			d.children = make([]dirEntry, 0, d.count+2)
+		l, ok := dirs[k.parent]
+		if !ok {
+			l = make([]dirEntry, 0, counts[k.parent]+2)
 		}
-		d.children = append(d.children, dirEntry{k.name, n})
+		dirs[k.parent] = append(l, dirEntry{k.name, n})
 	}
-	t.entries = nil // no longer needed: let it go before the big allocations
+	t.entries, counts = nil, nil // no longer needed: let them go before the big allocations
 	parent := map[*Node]*Node{t.root: t.root}
 	nodes := []*Node{t.root}
 	t.root.placed = true
@@ -253,19 +258,17 @@ func (t *Tree) collect() ([]*Node, error) {
 		if !d.IsDir() {
 			continue
 		}
-		if d.dir == nil {
-			d.dir = &dirInfo{}
-		}
-		d.dir.children = append(d.dir.children, dirEntry{".", d}, dirEntry{"..", parent[d]})
-		slices.SortFunc(d.dir.children, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+		children := append(dirs[d], dirEntry{".", d}, dirEntry{"..", parent[d]})
+		slices.SortFunc(children, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+		dirs[d] = children
 		d.nlink = 2
-		for _, c := range d.dir.children {
+		for _, c := range children {
 			if c.name == "." || c.name == ".." {
 				continue
 			}
 			if c.node.IsDir() {
 				if c.node.placed {
-					return nil, fmt.Errorf("erofs: directory %q linked twice", c.name)
+					return nil, nil, fmt.Errorf("erofs: directory %q linked twice", c.name)
 				}
 				parent[c.node] = d
 				d.nlink++
@@ -278,7 +281,7 @@ func (t *Tree) collect() ([]*Node, error) {
 			}
 		}
 	}
-	return nodes, nil
+	return nodes, dirs, nil
 }
 
 // commonMtime returns the most common mtime of the explicit inodes (the
@@ -302,15 +305,15 @@ func commonMtime(nodes []*Node) buildStamp {
 }
 
 // appendTail appends the inline tail of a FLAT_INLINE node.
-func (n *Node) appendTail(b []byte) []byte {
+func (n *Node) appendTail(b []byte, children []dirEntry) []byte {
 	full := int(n.Data.Size / BlockSize)
 	if !n.IsDir() {
 		return append(b, n.Data.Bytes[full*BlockSize:]...)
 	}
 	blk := 0
-	dirBlocks(n, func(s, e int) {
+	dirBlocks(children, func(s, e int) {
 		if blk == full {
-			b = appendDirBlock(b, n.dir.children[s:e])
+			b = appendDirBlock(b, children[s:e])
 		}
 		blk++
 	})
@@ -318,7 +321,7 @@ func (n *Node) appendTail(b []byte) []byte {
 }
 
 // writeBlocks writes n's out-of-line blocks (all but an inline tail).
-func (n *Node) writeBlocks(sw *seqWriter) error {
+func (n *Node) writeBlocks(sw *seqWriter, children []dirEntry) error {
 	nb := int(n.outOfLineBlocks())
 	if !n.IsDir() {
 		end := min(nb*BlockSize, len(n.Data.Bytes))
@@ -327,10 +330,10 @@ func (n *Node) writeBlocks(sw *seqWriter) error {
 	}
 	blk := 0
 	var err error
-	dirBlocks(n, func(s, e int) {
+	dirBlocks(children, func(s, e int) {
 		if blk < nb && err == nil {
 			base := sw.off + int64(len(sw.buf))
-			sw.buf = appendDirBlock(sw.buf, n.dir.children[s:e])
+			sw.buf = appendDirBlock(sw.buf, children[s:e])
 			sw.padTo(base + BlockSize)
 			err = sw.maybeFlush()
 		}

@@ -19,9 +19,10 @@ import (
 // errEscape is wrapped when a path climbs out of the layer root.
 var errEscape = errors.New("path escapes the layer root")
 
-// splitPath cleans a tar path into its components (empty for the root).
-func splitPath(p string) ([]string, error) {
-	var parts []string
+// splitPath cleans a tar path into its components (empty for the root),
+// appended to parts[:0] (a scratch slice the caller may reuse).
+func splitPath(p string, parts []string) ([]string, error) {
+	parts = parts[:0]
 	for comp := range strings.SplitSeq(p, "/") {
 		switch comp {
 		case "", ".":

@@ -17,7 +17,7 @@ func TestSplitPath(t *testing.T) {
 		{"..", "!"}, {"../a", "!"}, {"a/../../b", "!"}, {"/../a", "!"},
 		{"bad\xff/é", "bad\xff|é"}, {"...", "..."}, {".wh..wh..opq", ".wh..wh..opq"},
 	} {
-		parts, err := splitPath(tc.in)
+		parts, err := splitPath(tc.in, nil)
 		got := strings.Join(parts, "|")
 		if errors.Is(err, errEscape) {
 			got = "!"
@@ -77,12 +77,12 @@ func TestMkdev(t *testing.T) {
 // TestDirBlocks: entries pack greedily into 4 KiB blocks, a name never
 // spans two blocks, and the size is full blocks plus the last one's bytes.
 func TestDirBlocks(t *testing.T) {
-	d := &Node{dir: &dirInfo{}}
+	var children []dirEntry
 	for range 300 {
-		d.dir.children = append(d.dir.children, dirEntry{name: strings.Repeat("n", 20)})
+		children = append(children, dirEntry{name: strings.Repeat("n", 20)})
 	}
 	var blocks [][2]int
-	size := dirBlocks(d, func(s, e int) { blocks = append(blocks, [2]int{s, e}) })
+	size := dirBlocks(children, func(s, e int) { blocks = append(blocks, [2]int{s, e}) })
 	per := BlockSize / (DirentSize + 20) // 128 entries of 32 bytes
 	if len(blocks) != 3 || blocks[0] != [2]int{0, per} || blocks[1] != [2]int{per, 2 * per} || blocks[2] != [2]int{2 * per, 300} {
 		t.Fatalf("blocks %v", blocks)

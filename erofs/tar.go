@@ -63,11 +63,11 @@ func ConvertTar(ctx context.Context, dst *os.File, src io.Reader, opts ConvertOp
 }
 
 func convertTar(ctx context.Context, dst *os.File, src io.Reader, opts ConvertOptions) (*ConvertStats, error) {
-	c, err := newBuilder(dst, opts)
+	c, err := newBuilder(ctx, dst, opts)
 	if err != nil {
 		return nil, err
 	}
-	defer c.data.wait() //nolint:errcheck // only matters on error paths, which report their own error
+	defer c.data.close()
 	tr := tar.NewReader(src)
 	prev := ""
 	for {
@@ -99,10 +99,11 @@ func (c *builder) addTarEntry(hdr *tar.Header, tr io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
-	parts, err := splitPath(hdr.Name)
+	parts, err := splitPath(hdr.Name, c.scratch)
 	if err != nil {
 		return err
 	}
+	c.scratch = parts
 	n, err := nodeFromHeader(hdr)
 	if err != nil {
 		return err
@@ -274,7 +275,7 @@ func mergeDir(dst, src *Node) {
 // lookupLink resolves a hardlink target inside the layer: its parent
 // directories like any path (symlinks followed), its last component not.
 func (c *builder) lookupLink(name string) (*Node, error) {
-	parts, err := splitPath(name)
+	parts, err := splitPath(name, nil)
 	if err != nil {
 		return nil, err
 	}

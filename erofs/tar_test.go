@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -365,5 +366,51 @@ func TestConvertTarMaxImageSize(t *testing.T) {
 	_, err := ConvertTar(context.Background(), dst, src, ConvertOptions{MaxImageSize: 512 << 10})
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), `"big"`) {
 		t.Fatalf("err = %v, want ErrTooLarge naming the entry", err)
+	}
+}
+
+// cancelAfter cancels a context once n bytes have been read through it.
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n -= int64(n); c.n <= 0 {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestConvertTarCancel: cancelling the context stops a conversion inside a
+// big file's data, returns the context's error and leaves dst empty.
+func TestConvertTarCancel(t *testing.T) {
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "endless", Mode: 0o644, Size: 1 << 40})
+		buf := bytes.Repeat([]byte("x"), 1<<20)
+		for {
+			if _, err := tw.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	defer pr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dst, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	_, err = ConvertTar(ctx, dst, &cancelAfter{r: pr, n: 64 << 20, cancel: cancel}, ConvertOptions{})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), `"endless"`) {
+		t.Fatalf("err = %v, want context.Canceled naming the entry", err)
+	}
+	if fi, _ := dst.Stat(); fi.Size() != 0 {
+		t.Errorf("output left with %d bytes", fi.Size())
 	}
 }

@@ -50,23 +50,14 @@ type Node struct {
 
 	// Filled by WriteImage. Kept small: a layer of 100k files holds 100k
 	// Nodes, and the converter's memory budget is per entry.
-	nlink    uint32
-	blkaddr  uint32 // first out-of-line block for DataBytes and directories
-	headSize uint32 // inode + xattrs (+ inline tail or chunk indexes)
-	placed   bool
-	ext      bool // extended inode
-	layout   uint8
+	nlink  uint32
+	placed bool
+	ext    bool // extended inode
+	layout uint8
 	// Implicit marks a directory the converter made up because an entry
 	// needed a parent: WriteImage gives it the image's build time, so it
 	// costs a compact inode and never depends on the wall clock.
 	Implicit bool
-
-	dir *dirInfo // directories only, filled by WriteImage
-}
-
-type dirInfo struct {
-	children []dirEntry // sorted, including "." and ".."
-	count    int        // entries, while collecting
 }
 
 type dirEntry struct {

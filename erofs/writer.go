@@ -2,11 +2,14 @@ package erofs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // The data writer: the one pass over file data (DESIGN §6). Each regular
@@ -27,11 +30,15 @@ import (
 // Whole zero blocks are not written: the image file keeps holes there (the
 // final Truncate gives it its size), so sparse tar entries stay cheap.
 
-// dataBufSize is the write buffer: big enough that a 200 MB layer costs ~50
-// writes, small enough for the converter's RSS budget.
-const dataBufSize = 4 << 20
+// dataBufSize is each of the two write buffers: big enough that a 200 MB
+// layer costs ~100 writes. They are anonymous mappings outside the Go heap:
+// the garbage collector neither scans them nor counts them when it sizes
+// the heap (8 MiB of live buffers would let the heap grow 8 MiB more), and
+// pages a small layer never touches are never resident.
+const dataBufSize = 2 << 20
 
 type dataWriter struct {
+	ctx       context.Context // checked once per buffer: a 10 GB file stops promptly
 	w         io.WriterAt
 	buf       []byte // pending bytes of the image from off; cap up to dataBufSize
 	off       int64  // image offset of buf[0], block-aligned
@@ -40,14 +47,35 @@ type dataWriter struct {
 
 	spare   []byte     // the other buffer: being written, or free
 	pending chan error // result of the write in flight, nil if none
+	maps    [][]byte   // the mappings, unmapped by close
 }
 
-func newDataWriter(w io.WriterAt, maxBytes int64) *dataWriter {
-	d := &dataWriter{w: w, buf: make([]byte, 0, 64<<10), off: BlockSize}
+func newDataWriter(ctx context.Context, w io.WriterAt, maxBytes int64) (*dataWriter, error) {
+	d := &dataWriter{ctx: ctx, w: w, off: BlockSize}
+	for range 2 {
+		m, err := unix.Mmap(-1, 0, dataBufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("erofs: map write buffer: %w", err)
+		}
+		d.maps = append(d.maps, m)
+	}
+	d.buf, d.spare = d.maps[0][:0], d.maps[1][:0]
 	if maxBytes > 0 {
 		d.maxBlocks = uint64(maxBytes) / BlockSize
 	}
-	return d
+	return d, nil
+}
+
+// close waits for the write in flight and unmaps the buffers; the writer
+// is unusable afterwards. Every conversion defers it, so no write lands
+// after the caller truncates dst on error.
+func (d *dataWriter) close() {
+	_ = d.wait()
+	for _, m := range d.maps {
+		_ = unix.Munmap(m)
+	}
+	d.maps, d.buf, d.spare = nil, nil, nil
 }
 
 // nextBlock is the first block not yet used by file data.
@@ -72,13 +100,7 @@ func (d *dataWriter) writeFile(r io.Reader, size int64) (uint32, error) {
 	var done int64
 	for done < size {
 		if len(d.buf) == cap(d.buf) {
-			if cap(d.buf) < dataBufSize {
-				// Grow up to dataBufSize: a small layer never pays for
-				// the whole buffer. Capacities stay block multiples.
-				nb := make([]byte, len(d.buf), min(2*cap(d.buf), dataBufSize))
-				copy(nb, d.buf)
-				d.buf = nb
-			} else if err := d.flush(); err != nil {
+			if err := d.flush(); err != nil {
 				return 0, err
 			}
 		}
@@ -109,6 +131,9 @@ func (d *dataWriter) flush() error {
 	if err := d.wait(); err != nil {
 		return err
 	}
+	if err := d.ctx.Err(); err != nil {
+		return err
+	}
 	if len(d.buf) == 0 {
 		return nil
 	}
@@ -117,15 +142,11 @@ func (d *dataWriter) flush() error {
 	d.pending = done
 	go func() { done <- writeRuns(d.w, b, off) }()
 	d.off += int64(len(b))
-	if cap(d.spare) < cap(b) {
-		d.spare = make([]byte, 0, cap(b))
-	}
 	d.buf, d.spare = d.spare[:0], b
 	return nil
 }
 
-// wait waits for the write in flight, if any. Every path out of a
-// conversion waits, so no write lands after the caller truncates dst.
+// wait waits for the write in flight, if any.
 func (d *dataWriter) wait() error {
 	if d.pending == nil {
 		return nil
