@@ -27,8 +27,9 @@ import (
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
-// Compare writes the change held by the active writable snapshot upper over
-// the committed stack lower as an OCI layer tar, compressed per
+// Compare writes the change held by upper (an active writable snapshot, or
+// a View of a committed one) over the committed stack lower as an OCI
+// layer tar, compressed per
 // diff.WithMediaType (gzip by default), into the content store with the
 // containerd.io/uncompressed label, and returns its descriptor. Honours
 // WithReference, WithLabels, WithCompressor and WithSourceDateEpoch (or the
@@ -60,6 +61,11 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 			return ocispec.Descriptor{}, fmt.Errorf("erofs-vm: compare: open lower %s: %w", ls.image, err)
 		}
 		defer im.Close()
+		if us.emptyLower {
+			if ents, err := im.ReadDir("."); err != nil || len(ents) > 0 {
+				return ocispec.Descriptor{}, fmt.Errorf("erofs-vm differ: upper has no parent but the lower %s is not empty: %w", ls.image, errdefs.ErrNotImplemented)
+			}
+		}
 		lfs = im
 	}
 	var desc ocispec.Descriptor
@@ -184,8 +190,16 @@ func (d *Differ) writeDiffBlob(ctx context.Context, config *diff.Config, compres
 // journal needing recovery fails the mount, the snapshot is still in use
 // or was not shut down cleanly) and always unmounted and detached.
 func withUpperDir(ctx context.Context, us upperSource, fn func(dir string) error) error {
-	if us.dir != "" {
+	switch {
+	case us.dir != "":
 		return withUpper(us.dir, fn)
+	case us.layer != "":
+		// A committed layer is already in upper form; the kernel reads it.
+		m := []mount.Mount{{Type: "erofs", Source: us.layer, Options: []string{"loop", "ro"}}}
+		if err := mount.WithReadonlyTempMount(ctx, m, fn); err != nil {
+			return fmt.Errorf("upper %s: %w", us.layer, err)
+		}
+		return nil
 	}
 	m := []mount.Mount{{Type: "ext4", Source: us.ext4Image, Options: []string{"loop", "ro"}}}
 	err := mount.WithReadonlyTempMount(ctx, m, func(root string) error {

@@ -57,17 +57,24 @@ func (s lowerStack) equal(o lowerStack) bool {
 	return s.image == o.image && slices.Equal(s.devices, o.devices)
 }
 
-// upperSource says where the upper dir of an active writable snapshot is:
-// inside an ext4 image (block mode), or a host dir (overlay mode).
+// upperSource says where the upper dir of the change is: inside an ext4
+// image (block mode), a host dir (overlay mode), or, when the upper is a
+// committed snapshot, its own layer.erofs (a layer is kept in overlayfs
+// upper form: 0:0 whiteouts, opaque xattrs).
 type upperSource struct {
 	ext4Image string // block mode: rwlayer.img, upper/ at its root
 	dir       string // overlay mode: rw/upper
+	layer     string // committed: the top layer.erofs
+	// emptyLower: the upper has no parent, so the lower must be the empty
+	// view containerd's CreateDiff makes of "" (checked once it is open).
+	emptyLower bool
 }
 
 // parseCompare recognises the mounts of an erofs-vm Compare: lower = a View
 // of the committed parent, upper = the active writable snapshot over that
-// same parent (its lower mounts, then the ext4 rwlayer or the rw dir).
-// Anything else is someone else's and yields ErrNotImplemented.
+// same parent (its lower mounts, then the ext4 rwlayer or the rw dir), or a
+// View of a committed snapshot whose parent is lower. Anything else is
+// someone else's and yields ErrNotImplemented.
 func parseCompare(lower, upper []mount.Mount) (lowerStack, upperSource, error) {
 	notOurs := func(why string) (lowerStack, upperSource, error) {
 		return lowerStack{}, upperSource{}, fmt.Errorf("erofs-vm differ: %s: %w", why, errdefs.ErrNotImplemented)
@@ -78,6 +85,9 @@ func parseCompare(lower, upper []mount.Mount) (lowerStack, upperSource, error) {
 	}
 	if len(upper) == 0 {
 		return notOurs("no upper mounts")
+	}
+	if us, ok := committedUpper(ls, upper); ok {
+		return ls, us, nil
 	}
 	last := upper[len(upper)-1]
 	var us upperSource
@@ -98,8 +108,34 @@ func parseCompare(lower, upper []mount.Mount) (lowerStack, upperSource, error) {
 	// The upper holds the change relative to its own lowers; that is the
 	// diff asked for only when they are the lower given.
 	ul, ok := parseLower(upper[:len(upper)-1])
-	if !ok || !ul.equal(ls) {
+	switch {
+	case !ok:
+		return notOurs("upper's lower mounts are not an erofs-vm stack")
+	case ul.image == "" && ls.image != "" && len(ls.devices) == 0:
+		us.emptyLower = true
+	case !ul.equal(ls):
 		return notOurs("upper is not directly over the lower")
 	}
 	return ls, us, nil
+}
+
+// committedUpper recognises a View of a committed snapshot whose parent is
+// the lower: its stack is the lower's plus one layer on top.
+func committedUpper(ls lowerStack, upper []mount.Mount) (upperSource, bool) {
+	us, ok := parseLower(upper)
+	if !ok || us.image == "" {
+		return upperSource{}, false
+	}
+	layers := us.devices
+	if len(layers) == 0 {
+		layers = []string{us.image}
+	}
+	lowerLayers := ls.devices
+	if len(lowerLayers) == 0 && ls.image != "" {
+		lowerLayers = []string{ls.image}
+	}
+	if len(layers) != len(lowerLayers)+1 || !slices.Equal(layers[:len(lowerLayers)], lowerLayers) {
+		return upperSource{}, false
+	}
+	return upperSource{layer: layers[len(layers)-1]}, true
 }

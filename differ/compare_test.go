@@ -217,6 +217,13 @@ func TestCompareNotOurs(t *testing.T) {
 	layer := filepath.Join(dir, layout.LayerFile)
 	other := filepath.Join(dir, "x", layout.LayerFile)
 	rw := mount.Mount{Type: "ext4", Source: filepath.Join(dir, layout.RWLayerFile)}
+	requireRoot(t)
+	content := t.TempDir()
+	if err := os.WriteFile(filepath.Join(content, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nonEmpty := filepath.Join(t.TempDir(), layout.LayerFile)
+	run(t, "mkfs.erofs", "--quiet", nonEmpty, content)
 	erofsM := func(p string) mount.Mount { return mount.Mount{Type: "erofs", Source: p} }
 	tests := []struct {
 		name         string
@@ -224,7 +231,8 @@ func TestCompareNotOurs(t *testing.T) {
 	}{
 		{"overlayfs snapshots", []mount.Mount{{Type: "bind", Source: dir}}, []mount.Mount{{Type: "overlay", Source: "overlay"}}},
 		{"upper over another lower", []mount.Mount{erofsM(layer)}, []mount.Mount{erofsM(other), rw}},
-		{"upper without lower", []mount.Mount{erofsM(layer)}, []mount.Mount{rw}},
+		{"upper without lower over a real lower", []mount.Mount{erofsM(nonEmpty)}, []mount.Mount{rw}},
+		{"committed upper over another lower", []mount.Mount{erofsM(layer)}, []mount.Mount{{Type: "format/erofs", Source: filepath.Join(dir, layout.FSMetaFile), Options: []string{"device=" + other, "device=" + layer}}}},
 		{"upper not writable", []mount.Mount{erofsM(layer)}, []mount.Mount{erofsM(layer)}},
 		{"fsmeta without devices", []mount.Mount{{Type: "format/erofs", Source: filepath.Join(dir, layout.FSMetaFile)}}, []mount.Mount{rw}},
 		{"ext4 not a rwlayer", nil, []mount.Mount{{Type: "ext4", Source: filepath.Join(dir, "disk.img")}}},
@@ -236,6 +244,60 @@ func TestCompareNotOurs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCompareNoParent: an active snapshot without parent is diffed against
+// the empty view containerd's CreateDiff makes of "" (an empty layer.erofs):
+// every entry of the upper is an addition.
+func TestCompareNoParent(t *testing.T) {
+	requireRoot(t)
+	f := newFixture(t)
+	empty := filepath.Join(t.TempDir(), layout.LayerFile)
+	run(t, "mkfs.erofs", "--quiet", empty, t.TempDir())
+	upper := filepath.Join(t.TempDir(), layout.RWDir, layout.UpperDir)
+	if err := difftest.MakeBase(upper); err != nil {
+		t.Fatal(err)
+	}
+	want := differTreeOf(t, upper)
+	desc, err := f.d.Compare(context.Background(), []mount.Mount{{Type: "erofs", Source: empty, Options: []string{"ro"}}},
+		[]mount.Mount{{Type: "bind", Source: upper, Options: []string{"rbind", "rw"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := applyTarOnCopy(t, t.TempDir(), readDiff(t, f.store, desc), difftest.Options{})
+	if d := difftest.Diff(want, got); len(d) > 0 {
+		t.Errorf("diff applied on nothing != upper:\n%s", strings.Join(d, "\n"))
+	}
+}
+
+// TestCompareCommitted: the upper may be a View of a committed snapshot
+// over the lower; its top layer.erofs (overlay upper form) is the change.
+// The layer here comes from mkfs.erofs, an independent writer.
+func TestCompareCommitted(t *testing.T) {
+	s := newCompareSetup(t)
+	f := newFixture(t)
+	top := filepath.Join(t.TempDir(), layout.LayerFile)
+	run(t, "mkfs.erofs", "--quiet", top, filepath.Join(s.overlayRW, layout.UpperDir))
+	upper := []mount.Mount{{Type: "format/erofs", Source: filepath.Join(filepath.Dir(top), layout.FSMetaFile),
+		Options: []string{"ro", "device=" + s.lowerImg, "device=" + top}}}
+	desc, err := f.d.Compare(context.Background(), s.lowerMounts(), upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := applyTarOnCopy(t, s.lowerDir, readDiff(t, f.store, desc), difftest.Options{})
+	if d := difftest.Diff(s.merged, got); len(d) > 0 {
+		t.Errorf("diff applied != merged tree:\n%s", strings.Join(d, "\n"))
+	}
+	assertNoMountOf(t, top)
+}
+
+func differTreeOf(t *testing.T, root string) map[string]difftest.Entry {
+	t.Helper()
+	tree, err := difftest.Tree(root, difftest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
 }
 
 // TestParseCompareStack: the multi-layer shape is recognised with its
