@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -41,7 +42,7 @@ func TestFSMetaGuestDebian(t *testing.T) {
 	script.WriteString("echo LISTING\nfind /mnt -exec stat -c '%n|%f|%u|%g|%s' {} +\n")
 	script.WriteString("echo SUMS\nsha256sum")
 	for _, p := range chosen {
-		script.WriteString(" '/mnt" + p + "'")
+		script.WriteString(" '/mnt/" + p + "'")
 	}
 	script.WriteString("\numount /mnt\n")
 
@@ -80,15 +81,20 @@ func TestFSMetaGuestDebian(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s|%o|%s|%s|%s", strings.TrimPrefix(f[0], "/mnt"), mode, f[2], f[3], f[4]))
 	}
 	var want []string
-	for p, e := range oracle {
+	for p, e := range oracle.entries {
 		size := strconv.FormatInt(e.Size, 10)
-		if e.Type == "d" {
+		switch e.Mode & syscall.S_IFMT {
+		case syscall.S_IFDIR:
 			size = "-"
+		case syscall.S_IFLNK:
+			size = strconv.Itoa(len(e.Target))
 		}
-		if p == "/" {
+		if p == "." {
 			p = ""
+		} else {
+			p = "/" + p
 		}
-		want = append(want, fmt.Sprintf("%s|%o|%d|%d|%s", p, fsmetaTypeBits(e.Type)|e.Perm, e.UID, e.GID, size))
+		want = append(want, fmt.Sprintf("%s|%o|%d|%d|%s", p, e.Mode, e.UID, e.GID, size))
 	}
 	slices.Sort(got)
 	slices.Sort(want)
@@ -103,8 +109,8 @@ func TestFSMetaGuestDebian(t *testing.T) {
 		if !ok {
 			t.Fatalf("bad sha256sum line %q", l)
 		}
-		p = strings.TrimPrefix(p, "/mnt")
-		if w := oracle[p].Sum; sum != w {
+		p = strings.TrimPrefix(p, "/mnt/")
+		if w := hex.EncodeToString(oracle.entries[p].SHA256[:]); sum != w {
 			t.Errorf("%s: guest sha256 %s, host overlay %s", p, sum, w)
 		}
 		n++
@@ -119,22 +125,23 @@ func TestFSMetaGuestDebian(t *testing.T) {
 // biggest (many chunks into a layer), small ones (inline in their layer,
 // so copied whole into fsmeta), ones with a partial last block (a copied
 // tail chunk or a partial layer block) and hardlinked ones.
-func fsmetaChooseFiles(oracle map[string]fsmetaEntry) []string {
+func fsmetaChooseFiles(oracle fsmetaView) []string {
 	var regs []string
-	for p, e := range oracle {
-		if e.Type == "f" && !strings.ContainsAny(p, "' \\") {
+	for p, e := range oracle.entries {
+		if e.Mode&syscall.S_IFMT == syscall.S_IFREG && !strings.ContainsAny(p, "' \\") {
 			regs = append(regs, p)
 		}
 	}
+	size := func(p string) int64 { return oracle.entries[p].Size }
 	slices.Sort(regs)
-	slices.SortStableFunc(regs, func(a, b string) int { return int(oracle[b].Size - oracle[a].Size) })
+	slices.SortStableFunc(regs, func(a, b string) int { return int(size(b) - size(a)) })
 	pick := map[string]bool{}
 	for _, p := range regs[:min(3, len(regs))] { // biggest
 		pick[p] = true
 	}
 	small, tails, links := 0, 0, 0
 	for i := len(regs) - 1; i >= 0; i-- {
-		p, e := regs[i], oracle[regs[i]]
+		p, e := regs[i], oracle.entries[regs[i]]
 		switch {
 		case e.Size > 0 && e.Size < 1024 && small < 3:
 			pick[p] = true
@@ -142,7 +149,7 @@ func fsmetaChooseFiles(oracle map[string]fsmetaEntry) []string {
 		case e.Size > 4096 && e.Size%4096 != 0 && tails < 4:
 			pick[p] = true
 			tails++
-		case e.Group != "" && links < 2:
+		case e.Links != "" && links < 2:
 			pick[p] = true
 			links++
 		}
@@ -153,13 +160,6 @@ func fsmetaChooseFiles(oracle map[string]fsmetaEntry) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func fsmetaTypeBits(t string) uint32 {
-	return map[string]uint32{
-		"d": syscall.S_IFDIR, "f": syscall.S_IFREG, "l": syscall.S_IFLNK, "c": syscall.S_IFCHR,
-		"b": syscall.S_IFBLK, "p": syscall.S_IFIFO, "s": syscall.S_IFSOCK,
-	}[t]
 }
 
 // fsmetaLineDiff returns the lines only in a or only in b (at most 40), or "".
