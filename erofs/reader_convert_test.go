@@ -1,7 +1,9 @@
 package erofs
 
 import (
+	"archive/tar"
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -104,8 +106,48 @@ func rdGNUExtract(t *testing.T, tarPath string) string {
 	t.Helper()
 	ref := t.TempDir()
 	runCmd(t, "tar", "-xpf", tarPath, "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C", ref)
+	rdApplyBinaryACLs(t, tarPath, ref)
 	rdOverlayForm(t, ref)
 	return ref
+}
+
+// rdApplyBinaryACLs sets the ACLs a tar carries as binary xattrs
+// (SCHILY.xattr.system.posix_acl_*, as containerd and Docker write them),
+// which GNU tar only restores from its own SCHILY.acl.* text records.
+func rdApplyBinaryACLs(t *testing.T, tarPath, root string) {
+	t.Helper()
+	f, err := os.Open(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr.PAXRecords {
+			name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+			if !ok || !strings.HasPrefix(name, "system.posix_acl_") {
+				continue
+			}
+			p := filepath.Join(root, filepath.FromSlash(hdr.Name))
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Lsetxattr(p, name, []byte(v), 0); err != nil {
+				t.Fatalf("%s: %s: %v", hdr.Name, name, err)
+			}
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
 
 func TestReaderOnConvertTar(t *testing.T) {

@@ -1,10 +1,10 @@
 package erofs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io/fs"
-	"slices"
 	"strings"
 	"syscall"
 )
@@ -20,50 +20,81 @@ type imgDirent struct {
 	ftype uint8
 }
 
-// dirBlock decodes block blk of directory in.
-func (im *Image) dirBlock(in *imgInode, blk uint64, buf []byte) ([]imgDirent, error) {
+// dirView is one directory block as read, decoded on demand: lookups
+// binary-search it without decoding (or allocating) every name.
+type dirView struct {
+	b     []byte
+	count int
+	nid   uint64 // the directory, for errors
+	blk   uint64
+}
+
+// dirBlockView reads block blk of directory in into buf and checks its header.
+func (im *Image) dirBlockView(in *imgInode, blk uint64, buf []byte) (dirView, error) {
 	off := blk << im.blkBits
 	size := min(uint64(im.blkSize), in.Size-off)
 	b := buf[:size]
 	if err := im.readData(in, "directory", b, int64(off)); err != nil {
-		return nil, err
+		return dirView{}, err
 	}
 	if size < DirentSize {
-		return nil, corruptf("directory nid %d block %d: %d bytes, too short for a dirent", in.Nid, blk, size)
+		return dirView{}, corruptf("directory nid %d block %d: %d bytes, too short for a dirent", in.Nid, blk, size)
 	}
 	first := int(binary.LittleEndian.Uint16(b[8:]))
 	if first < DirentSize || first >= len(b) || first%DirentSize != 0 {
-		return nil, corruptf("directory nid %d block %d: first name offset %d", in.Nid, blk, first)
+		return dirView{}, corruptf("directory nid %d block %d: first name offset %d", in.Nid, blk, first)
 	}
-	count := first / DirentSize
-	out := make([]imgDirent, count)
-	for i := range count {
-		var d Dirent
-		if err := Unmarshal(b[i*DirentSize:], &d); err != nil {
+	return dirView{b: b, count: first / DirentSize, nid: in.Nid, blk: blk}, nil
+}
+
+// name returns the name of dirent i, checked.
+func (v dirView) name(i int) ([]byte, error) {
+	start := int(binary.LittleEndian.Uint16(v.b[i*DirentSize+8:]))
+	end := len(v.b)
+	if i+1 < v.count {
+		end = int(binary.LittleEndian.Uint16(v.b[(i+1)*DirentSize+8:]))
+	}
+	if start < v.count*DirentSize || start >= end || end > len(v.b) {
+		return nil, corruptf("directory nid %d block %d: dirent %d name at [%d,%d) of %d", v.nid, v.blk, i, start, end, len(v.b))
+	}
+	name := v.b[start:end]
+	if i+1 == v.count {
+		// The last name runs to the block's end or its first NUL.
+		if z := bytes.IndexByte(name, 0); z >= 0 {
+			name = name[:z]
+		}
+	}
+	if len(name) == 0 || len(name) > NameLen {
+		return nil, corruptf("directory nid %d block %d: dirent %d name of %d bytes", v.nid, v.blk, i, len(name))
+	}
+	return name, nil
+}
+
+// dirent decodes entry i.
+func (v dirView) dirent(i int) (imgDirent, error) {
+	name, err := v.name(i)
+	if err != nil {
+		return imgDirent{}, err
+	}
+	d := v.b[i*DirentSize:]
+	ft := d[10]
+	if ft > FTSymlink {
+		return imgDirent{}, corruptf("directory nid %d block %d: %q has file type %d", v.nid, v.blk, name, ft)
+	}
+	return imgDirent{name: string(name), nid: binary.LittleEndian.Uint64(d), ftype: ft}, nil
+}
+
+// dirBlock decodes block blk of directory in.
+func (im *Image) dirBlock(in *imgInode, blk uint64, buf []byte) ([]imgDirent, error) {
+	v, err := im.dirBlockView(in, blk, buf)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]imgDirent, v.count)
+	for i := range out {
+		if out[i], err = v.dirent(i); err != nil {
 			return nil, err
 		}
-		start := int(d.NameOff)
-		end := len(b)
-		if i+1 < count {
-			end = int(binary.LittleEndian.Uint16(b[(i+1)*DirentSize+8:]))
-		}
-		if start < first || start >= end || end > len(b) {
-			return nil, corruptf("directory nid %d block %d: dirent %d name at [%d,%d) of %d", in.Nid, blk, i, start, end, len(b))
-		}
-		name := b[start:end]
-		if i+1 == count {
-			// The last name runs to the block's end or its first NUL.
-			if z := slices.Index(name, 0); z >= 0 {
-				name = name[:z]
-			}
-		}
-		if len(name) == 0 || len(name) > NameLen {
-			return nil, corruptf("directory nid %d block %d: dirent %d name of %d bytes", in.Nid, blk, i, len(name))
-		}
-		if d.FileType > FTSymlink {
-			return nil, corruptf("directory nid %d block %d: %q has file type %d", in.Nid, blk, name, d.FileType)
-		}
-		out[i] = imgDirent{name: string(name), nid: d.Nid, ftype: d.FileType}
 	}
 	return out, nil
 }
@@ -105,28 +136,48 @@ func (im *Image) readDirAll(in *imgInode, name string) ([]imgDirent, error) {
 	return out, nil
 }
 
-// lookup finds name in directory in by binary search over its blocks.
+// lookup finds name in directory in by binary search over its blocks
+// (by their first names), then within the block, as the kernel does.
 func (im *Image) lookup(in *imgInode, name string) (imgDirent, bool, error) {
 	if in.compressed() {
 		return imgDirent{}, false, errCompressed(in, "")
 	}
+	want := []byte(name)
 	buf := make([]byte, im.blkSize)
 	lo, hi := uint64(0), im.dirBlocks(in)
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		ents, err := im.dirBlock(in, mid, buf)
+		v, err := im.dirBlockView(in, mid, buf)
 		if err != nil {
 			return imgDirent{}, false, err
 		}
-		if name < ents[0].name {
+		first, err := v.name(0)
+		if err != nil {
+			return imgDirent{}, false, err
+		}
+		if bytes.Compare(want, first) < 0 {
 			hi = mid
 			continue
 		}
-		i, found := slices.BinarySearchFunc(ents, name, func(e imgDirent, n string) int { return strings.Compare(e.name, n) })
-		if found {
-			return ents[i], true, nil
+		// Binary search in the block for the last name <= want.
+		l, h := 0, v.count
+		for l < h {
+			m := l + (h-l)/2
+			n, err := v.name(m)
+			if err != nil {
+				return imgDirent{}, false, err
+			}
+			switch c := bytes.Compare(n, want); {
+			case c == 0:
+				e, err := v.dirent(m)
+				return e, err == nil, err
+			case c < 0:
+				l = m + 1
+			default:
+				h = m
+			}
 		}
-		if i < len(ents) {
+		if l < v.count {
 			return imgDirent{}, false, nil // between two names of this block
 		}
 		lo = mid + 1
