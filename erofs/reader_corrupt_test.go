@@ -224,6 +224,51 @@ func TestReaderCorrupt(t *testing.T) {
 			binary.LittleEndian.PutUint32(b[in.iloc+8:], BlockSize-1) // i_size
 			return b
 		}},
+		{name: "huge-dir-size", want: "past the end of the device", edit: func(t *testing.T, b []byte) []byte {
+			// 4 GiB of "directory": the walk fails at the first bad block
+			// instead of reading (or allocating for) the rest.
+			in := rdInodeAt(t, b, "sub")
+			binary.LittleEndian.PutUint32(b[in.iloc+8:], 0xfffffff0)
+			return b
+		}, check: func(t *testing.T, im *Image, _ error) {
+			var before, after runtimeMem
+			before.read()
+			if _, err := im.ReadDir("sub"); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("ReadDir: %v", err)
+			}
+			after.read()
+			if grew := after.total - before.total; grew > 1<<20 {
+				t.Errorf("ReadDir of a corrupt 4 GiB directory allocated %d bytes", grew)
+			}
+		}},
+		{name: "huge-hole-file", edit: func(t *testing.T, b []byte) []byte {
+			// A 4 GiB file of holes (FLAT_PLAIN at NULL_ADDR) is valid and
+			// streams without buffering.
+			in := rdInodeAt(t, b, "small")
+			binary.LittleEndian.PutUint16(b[in.iloc:], InodeFormat(false, LayoutFlatPlain))
+			binary.LittleEndian.PutUint32(b[in.iloc+8:], 0xfffffff0)
+			binary.LittleEndian.PutUint32(b[in.iloc+16:], NullAddr)
+			return b
+		}, check: func(t *testing.T, im *Image, _ error) {
+			f, err := im.Open("small")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtimeMem
+			before.read()
+			n, err := io.CopyN(io.Discard, f, 64<<20)
+			after.read()
+			if err != nil || n != 64<<20 {
+				t.Fatalf("read %d: %v", n, err)
+			}
+			if grew := after.total - before.total; grew > 1<<20 {
+				t.Errorf("reading 64 MiB of holes allocated %d bytes", grew)
+			}
+			ext, err := im.Extents(f.(*imgFile).info.ino)
+			if err != nil || len(ext) != 1 || !ext[0].Hole || ext[0].Length != 0xfffffff0 {
+				t.Errorf("extents %+v %v", ext, err)
+			}
+		}},
 		{name: "compressed", want: "compressed inode", isErr: errors.ErrUnsupported, edit: func(t *testing.T, b []byte) []byte {
 			in := rdInodeAt(t, b, "small")
 			binary.LittleEndian.PutUint16(b[in.iloc:], InodeFormat(false, LayoutCompressedFull))
@@ -246,6 +291,14 @@ func TestReaderCorrupt(t *testing.T) {
 				fixChecksum(b)
 			}
 			im, err := NewImage(bytes.NewReader(b))
+			if tc.want == "" {
+				// A valid edit: only the check decides.
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, im, nil)
+				return
+			}
 			if err == nil {
 				err = walkAll(im)
 			}
