@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/erofs-vm/containerd-erofs/erofs"
 )
 
 // ls, cat and extract against images from Debian's mkfs.erofs: extract's
@@ -213,15 +217,20 @@ func TestExtract(t *testing.T) {
 		name string
 		mkfs []string
 		devs func() []string
+		flat bool // read [image, blob] concatenated, no --device
 	}{
 		{name: "default"},
 		{name: "noinline", mkfs: []string{"-E", "noinline_data"}},
 		{name: "blobdev", mkfs: []string{"--blobdev=" + filepath.Join(dir, "blob"), "--chunksize=4096"},
 			devs: func() []string { return []string{"--device", filepath.Join(dir, "blob")} }},
+		{name: "flat", mkfs: []string{"--blobdev=" + filepath.Join(dir, "blob2"), "--chunksize=4096"}, flat: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "img.erofs")
 			mustRun(t, "mkfs.erofs", append(append([]string{"--quiet"}, tc.mkfs...), img, src)...)
+			if tc.flat {
+				img = flatten(t, img, filepath.Join(dir, "blob2"))
+			}
 			out := filepath.Join(t.TempDir(), "out")
 			args := []string{"extract"}
 			if tc.devs != nil {
@@ -233,6 +242,40 @@ func TestExtract(t *testing.T) {
 			compareDirs(t, src, out)
 		})
 	}
+}
+
+// flatten concatenates a one-device image and its blob, 4 KiB-aligned, and
+// sets the slot's blocks and mapped_blkaddr (mkfs.erofs 1.5 leaves them
+// 0) and the superblock checksum: the single-disk form of a merged VMDK.
+func flatten(t *testing.T, img, blob string) string {
+	t.Helper()
+	meta, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := func(b []byte) []byte {
+		return append(b, make([]byte, (erofs.BlockSize-len(b)%erofs.BlockSize)%erofs.BlockSize)...)
+	}
+	meta, data = pad(meta), pad(data)
+	var sb erofs.Superblock
+	if err := erofs.Unmarshal(meta[erofs.SuperblockOffset:], &sb); err != nil {
+		t.Fatal(err)
+	}
+	slot := int(sb.DevtSlotOff) * erofs.DeviceSlotSize
+	binary.LittleEndian.PutUint32(meta[slot+64:], uint32(len(data)/erofs.BlockSize))
+	binary.LittleEndian.PutUint32(meta[slot+68:], uint32(len(meta)/erofs.BlockSize))
+	blk := meta[erofs.SuperblockOffset:erofs.BlockSize]
+	clear(blk[4:8])
+	binary.LittleEndian.PutUint32(blk[4:], ^crc32.Checksum(blk, crc32.MakeTable(crc32.Castagnoli)))
+	out := filepath.Join(t.TempDir(), "flat.img")
+	if err := os.WriteFile(out, append(meta, data...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestExtractErrors(t *testing.T) {
