@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,13 +145,7 @@ func LayerSnapshots(ctx context.Context, sn snapshots.Snapshotter, l ImageLayers
 	}
 	var errs []error
 	if len(all) != len(l.ChainIDs) {
-		names := slices.Sorted(func(yield func(string) bool) {
-			for n := range all {
-				if !yield(n) {
-					return
-				}
-			}
-		})
+		names := slices.Sorted(maps.Keys(all))
 		errs = append(errs, fmt.Errorf("%d snapshots, want one per layer (%d): %v", len(all), len(l.ChainIDs), names))
 	}
 	infos := make([]snapshots.Info, len(l.ChainIDs))
