@@ -58,9 +58,10 @@ func main() {
 	err := d.run(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = errors.New("interrupted")
+			d.fail(errors.New("interrupted: stopping the guest and the daemon, removing what was made"), false)
+		} else {
+			d.fail(err, true)
 		}
-		d.fail(err)
 	}
 	if cerr := d.cleanup(); cerr != nil {
 		fmt.Fprintf(os.Stderr, "demo: cleanup: %v\n", cerr)
@@ -340,9 +341,11 @@ func (d *demo) done(format string, a ...any) {
 	d.say("%s   %s✓%s %s\n", d.stamp(), d.green(), d.reset(), fmt.Sprintf(format, a...))
 }
 
-func (d *demo) fail(err error) {
+// fail reports err; withLog adds the end of the daemon's log (not for ^C:
+// the log says nothing about it).
+func (d *demo) fail(err error, withLog bool) {
 	d.say("\n%s   %s✗ %v%s\n", d.stamp(), d.red(), err, d.reset())
-	if d.daemon != nil {
+	if withLog && d.daemon != nil {
 		d.say("daemon log (last lines of %s):\n%s\n", d.daemon.LogPath(), d.daemon.LogTail(15))
 	}
 }
