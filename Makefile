@@ -111,19 +111,24 @@ test: deps build assets
 	exit $$status
 
 ## bench: every hack/bench/*.sh, then hack/bench/report.sh if present.
+## Each script's stdout is also saved in $(BENCH_OUT)/<script>.md (plus
+## <script>.failed if it fails) for report.sh, which writes BENCHMARKS.md.
 ## A failing script does not stop the others; the target fails at the end.
+BENCH_OUT := _output/bench
 bench: build assets
 	@shopt -s nullglob; \
+	rm -rf $(BENCH_OUT); mkdir -p $(BENCH_OUT); \
 	scripts=(hack/bench/*.sh); \
 	ran=0; failed=(); \
 	for s in "$${scripts[@]}"; do \
 		[[ $$(basename "$$s") == report.sh ]] && continue; \
 		echo "== $$s"; \
-		bash "$$s" || failed+=("$$s"); \
+		out=$(BENCH_OUT)/$$(basename "$$s" .sh).md; \
+		bash "$$s" | tee "$$out" || { failed+=("$$s"); touch "$${out%.md}.failed"; }; \
 		ran=$$((ran + 1)); \
 	done; \
 	if [[ $$ran -eq 0 ]]; then echo "make: no benchmark scripts in hack/bench/" >&2; exit 1; fi; \
-	if [[ -f hack/bench/report.sh ]]; then echo "== hack/bench/report.sh"; bash hack/bench/report.sh || failed+=(hack/bench/report.sh); fi; \
+	if [[ -f hack/bench/report.sh ]]; then echo "== hack/bench/report.sh"; BENCH_RESULTS=$(BENCH_OUT) bash hack/bench/report.sh || failed+=(hack/bench/report.sh); fi; \
 	if [[ $${#failed[@]} -gt 0 ]]; then echo "make: failed: $${failed[*]}" >&2; exit 1; fi
 
 ## demo: install deps, build, build assets, run hack/demo.sh
