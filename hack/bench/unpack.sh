@@ -131,6 +131,11 @@ END {
 		inf = (p[2] ~ /zstd/) ? "n/a (zstd)" : p[1]
 		printf "| %s | %s | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f |\n", p[2], inf, e, o, (o > 0 ? e / o : 0), tot[p[1], p[2], "erofs-vm"], tot[p[1], p[2], "overlayfs"], nou[p[1], p[2]]
 	}
+	# Machine-readable lines for hack/bench/report.sh (convention documented there).
+	for (i = 1; i <= n; i++) {
+		split(order[i], p, SUBSEP)
+		printf "BENCH unpack image=%s inflater=%s erofs_vm_s=%.2f overlayfs_s=%.2f\n", p[2], (p[2] ~ /zstd/) ? "none" : p[1], best[p[1], p[2], "erofs-vm"], best[p[1], p[2], "overlayfs"]
+	}
 }' "$results"
 echo
 echo "ratio = erofs-vm unpack / overlayfs+walking unpack (goal ≤ 0.6×). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
