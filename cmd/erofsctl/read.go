@@ -203,7 +203,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	}
 	defer f.Close()
 	// Streams: the reader maps and reads each piece on demand.
-	if _, err := io.Copy(stdout, f); err != nil {
+	if _, err := io.CopyBuffer(struct{ io.Writer }{stdout}, f, make([]byte, copyBufSize)); err != nil {
 		return fmt.Errorf("%s: %w", rest[0], err)
 	}
 	return nil
