@@ -93,7 +93,7 @@ func walkAll(im *Image) error {
 }
 
 // rdInodeAt returns the reader's view of the inode at name.
-func rdInodeAt(t *testing.T, img []byte, name string) *imgInode {
+func rdInodeAt(t testing.TB, img []byte, name string) *imgInode {
 	t.Helper()
 	im, err := NewImage(bytes.NewReader(img))
 	if err != nil {

@@ -34,6 +34,7 @@ func TestFuzzSeeds(t *testing.T) {
 	meta, data = padBlock(meta), padBlock(data)
 	setDeviceSlot(t, meta, 0, uint32(len(data)/BlockSize), uint32(len(meta)/BlockSize))
 	seeds["flat"] = append(meta, data...)
+	seeds["long-prefix"] = rdLongPrefixImage(t)
 	for name, args := range map[string][]string{
 		"plain":    nil,
 		"noinline": {"-E", "noinline_data"},
