@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -58,15 +59,31 @@ const (
 	kindWritable
 )
 
-func classify(kind snapshots.Kind, labels map[string]string) snapshotKind {
+func classify(kind snapshots.Kind, key string, labels map[string]string) snapshotKind {
 	switch {
 	case kind == snapshots.KindView:
 		return kindView
-	case labels[snapshots.LabelSnapshotRef] != "":
+	case labels[snapshots.LabelSnapshotRef] != "", isUnpackKey(key):
 		return kindExtract
 	default:
 		return kindWritable
 	}
+}
+
+// isUnpackKey reports whether key has containerd's unpack key format
+// ("extract-<unique> <chainID>", snapshots.UnpackKeyFormat), as the
+// snapshotter sees it behind the metadata layer ("<ns>/<n>/extract-...").
+// pkg/rootfs.ApplyLayerWithOpts (client image.Unpack, `ctr run` of an
+// image not yet unpacked) prepares with that key but without the
+// containerd.io/snapshot.ref label the core unpacker sets; taken for a
+// writable snapshot, its ext4 mount sends the diff service to the walking
+// differ, which cannot mount a file as ext4, and the unpack fails.
+func isUnpackKey(key string) bool {
+	if i := strings.LastIndexByte(strings.SplitN(key, " ", 2)[0], '/'); i >= 0 {
+		key = key[i+1:]
+	}
+	rest, ok := strings.CutPrefix(key, snapshots.UnpackKeyPrefix+"-")
+	return ok && strings.Contains(rest, " ")
 }
 
 // create builds the snapshot's directory under a new-* name first (the
@@ -81,7 +98,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			return nil, err
 		}
 	}
-	what := classify(kind, base.Labels)
+	what := classify(kind, key, base.Labels)
 	own := map[string]string{}
 	var size int64
 	switch what {
