@@ -71,19 +71,30 @@ func (s *Snapshotter) createRWLayer(ctx context.Context, dir string, size int64)
 	if err != nil {
 		return err
 	}
+	defer tpl.Close()
 	return writeFileAtomic(filepath.Join(dir, layout.RWLayerFile), 0o600, func(f *os.File) error {
 		if err := sparseCopy(f, tpl); err != nil {
-			return fmt.Errorf("copy %s: %w", tpl, err)
+			return fmt.Errorf("copy %s: %w", tpl.Name(), err)
 		}
 		return setExt4UUID(f)
 	})
 }
 
-// rwCached returns the cached formatted template of size bytes, making it
-// if needed.
-func (s *Snapshotter) rwCached(ctx context.Context, size int64) (string, error) {
+// rwCached opens the cached formatted template of size bytes, making it if
+// needed. It is opened under the lock, so evicting it later cannot pull it
+// from under a copy.
+func (s *Snapshotter) rwCached(ctx context.Context, size int64) (*os.File, error) {
 	s.rwMu.Lock()
 	defer s.rwMu.Unlock()
+	path, err := s.rwCachedPath(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(path)
+}
+
+// rwCachedPath is rwCached's lookup; the caller holds rwMu.
+func (s *Snapshotter) rwCachedPath(ctx context.Context, size int64) (string, error) {
 	dir := filepath.Join(s.root, rwCacheDirName)
 	path := filepath.Join(dir, strconv.FormatInt(size, 10)+".img")
 	for i, p := range s.rwSizes {
@@ -152,15 +163,10 @@ func mkfsExt4(ctx context.Context, path, template string) error {
 	return nil
 }
 
-// sparseCopy copies the allocated extents of src into dst (sized like
-// src), keeping holes: SEEK_DATA/SEEK_HOLE to find them, copy_file_range
+// sparseCopy copies the allocated extents of in into dst (sized like
+// in), keeping holes: SEEK_DATA/SEEK_HOLE to find them, copy_file_range
 // to move them in the kernel.
-func sparseCopy(dst *os.File, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
+func sparseCopy(dst, in *os.File) error {
 	st, err := in.Stat()
 	if err != nil {
 		return err

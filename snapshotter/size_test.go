@@ -152,3 +152,26 @@ func ext4UUID(t *testing.T, img string) string {
 	t.Fatalf("no UUID in dumpe2fs output of %s", img)
 	return ""
 }
+
+// TestRWCacheBound: templates are cached for at most rwCacheMax sizes, and
+// a layer made after evictions is still a clean filesystem.
+func TestRWCacheBound(t *testing.T) {
+	requireHost(t)
+	s, root := newTestSnapshotter(t, Config{DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	for i := range rwCacheMax + 2 {
+		key := "s" + strconv.Itoa(i)
+		size := strconv.Itoa((16 + i) << 20)
+		if _, err := s.Prepare(ctx, key, "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotMaxSize: size})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached, _ := os.ReadDir(filepath.Join(root, rwCacheDirName))
+	if len(cached) != rwCacheMax {
+		t.Errorf("%d templates cached, want %d", len(cached), rwCacheMax)
+	}
+	img := s.rwLayerPath(idOf(t, s, "s"+strconv.Itoa(rwCacheMax+1)))
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck: %v\n%s", err, out)
+	}
+}
