@@ -64,6 +64,8 @@ func TestReaderMkfsVariants(t *testing.T) {
 				}
 				return nil
 			}},
+		// -x1: every xattr seen at least once goes to the shared area.
+		{name: "xattr-shared-all", args: []string{"-x", "1"}, mtime: exact},
 		{name: "chunk-4k", args: []string{"--chunksize=4096"}, mtime: exact,
 			check: func(in *Inode, ext []Extent) error {
 				if in.Size > 0 && in.Layout != LayoutChunkBased {
@@ -115,11 +117,47 @@ func TestReaderMkfsVariants(t *testing.T) {
 			mnt := mountErofs(t, img)
 			compareTree(t, im, mnt, cmpOpts{inoIsNid: true})
 			t.Logf("%d entries equal to the source and the kernel mount", n)
+			if shared := sharedXattrInodes(t, im); shared == 0 {
+				t.Error("no inode uses shared xattrs: the tree no longer exercises them")
+			} else {
+				t.Logf("%d inodes with shared xattrs", shared)
+			}
 			if tc.check != nil {
 				checkRegular(t, im, tc.check)
 			}
 		})
 	}
+}
+
+// sharedXattrInodes counts inodes whose xattrs include shared ones.
+func sharedXattrInodes(t *testing.T, im *Image) int {
+	t.Helper()
+	n := 0
+	err := im.Walk(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		nid, _ := EntryNid(d)
+		if p == "." {
+			nid = uint64(im.sb.RootNid)
+		}
+		in, err := im.inode(nid)
+		if err != nil || in.xcount == 0 {
+			return err
+		}
+		hdr := make([]byte, XattrIbodyHeaderSize)
+		if err := im.cache.read(hdr, in.iloc+in.isize); err != nil {
+			return err
+		}
+		if hdr[4] > 0 {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // checkRegular runs check on every regular file.
