@@ -61,3 +61,22 @@ func TestReaderNidAPI(t *testing.T) {
 		t.Fatal("ReadDirInode of a bogus nid succeeded")
 	}
 }
+
+// TestReaderConcurrent: one Image serves parallel walks (the cache is
+// shared); run under -race.
+func TestReaderConcurrent(t *testing.T) {
+	needRoot(t)
+	im, err := NewImage(bytes.NewReader(smallImage(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- walkAll(im) }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
