@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"testing"
 
@@ -163,6 +164,18 @@ func TestCommittedStackLabels(t *testing.T) {
 		if got := s.mustLabel(t, "l3", k); got != v {
 			t.Errorf("label %s = %q, want %q", k, got, v)
 		}
+	}
+	// The labels are queryable the way `ctr snapshots ls --filter` asks.
+	var ready []string
+	if err := s.Walk(testContext(t), func(_ contextT, info snapshots.Info) error {
+		ready = append(ready, info.Name)
+		return nil
+	}, `labels."`+LabelFSMetaReady+`"==true,kind==committed`); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(ready)
+	if !reflect.DeepEqual(ready, []string{"l2", "l3"}) {
+		t.Errorf("walk fsmeta-ready==true: %v, want [l2 l3]", ready)
 	}
 	order, err := DecodeLayerOrder(s.mustLabel(t, "l3", LabelLayerOrder))
 	if err != nil || len(order) != 3 {
