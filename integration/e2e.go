@@ -84,9 +84,10 @@ type ImageLayers struct {
 // committed. name is the image name the archive carries. ctx needs a
 // namespace; hold a lease in it so nothing is collected half-way.
 //
-// Not containerd's client-side Image.Unpack (ctr --local): it prepares
-// extract snapshots without the snapshot.ref label, so erofs-vm takes them
-// for a container's writable snapshot (see the report of issue 7).
+// The transfer service is ctr's default path and the one operators use;
+// the client-side unpack (containerd's Image.Unpack, ctr --local) prepares
+// extract snapshots by key format alone, without the snapshot.ref label,
+// and is covered by TestDifferImport.
 func ImportAndUnpack(ctx context.Context, c *client.Client, path, name, sn string) (ImageLayers, error) {
 	f, err := os.Open(path)
 	if err != nil {
