@@ -50,7 +50,7 @@ func rdLongPrefixImage(t testing.TB) []byte {
 	if img[entry+1] != XattrIndexUser || string(img[entry+4:entry+5]) != "k" {
 		t.Fatalf("unexpected first xattr entry % x", img[entry:entry+8])
 	}
-	img[entry+1] = xattrLongPrefixFlag | 0 // long prefix 0
+	img[entry+1] = xattrLongPrefixFlag // long prefix 0 (index bits 0)
 
 	// The table in a new last block: le16 length, base index, infix.
 	table := len(img)
