@@ -120,12 +120,33 @@ func rcWriteRWLayer(t testing.TB, img string, files map[string]string) {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		if content == rcWhiteout {
+			// An overlay whiteout, as the guest's overlayfs records a deletion.
+			if err := unix.Mknod(full, unix.S_IFCHR|0o644, 0); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(full, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(full, rcMtime, rcMtime); err != nil {
 			t.Fatal(err)
 		}
 	}
 	unix.Sync()
 }
+
+// rcWhiteout as the content given to rcWriteRWLayer writes an overlay
+// whiteout (char device 0:0) at the path instead of a file.
+const rcWhiteout = "\x00whiteout"
+
+// rcMtime is the mtime rcWriteRWLayer gives the files it writes, so a test
+// can predict the committed layer's tree.
+var rcMtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // rcRWLayer returns the ext4 source of a writable snapshot's mounts.
 func rcRWLayer(t testing.TB, ms []mount.Mount) string {

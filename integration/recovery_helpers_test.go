@@ -201,6 +201,13 @@ func rcOracle(t testing.TB, tars []string) []rcTree {
 // rcReaderTree reads an EROFS image (plus its extra devices) with our
 // reader into an rcTree, hashing every file.
 func rcReaderTree(image string, devices ...string) (rcTree, error) {
+	return rcReaderTreeSampled(nil, image, devices...)
+}
+
+// rcReaderTreeSampled is rcReaderTree hashing only the files sample
+// accepts (all when sample is nil); the others have no SHA. Metadata of
+// every entry is read either way.
+func rcReaderTreeSampled(sample func(p string) bool, image string, devices ...string) (rcTree, error) {
 	im, err := erofs.Open(image, devices...)
 	if err != nil {
 		return nil, err
@@ -224,6 +231,10 @@ func rcReaderTree(image string, devices ...string) (rcTree, error) {
 		case unix.S_IFDIR:
 			e.Type, e.Mtime = 'd', 0
 		case unix.S_IFREG:
+			e.Type, e.Size = 'f', fi.Size()
+			if sample != nil && !sample(p) {
+				break
+			}
 			f, err := im.Open(p)
 			if err != nil {
 				return err
@@ -306,6 +317,22 @@ func rcHostTree(root string) (rcTree, error) {
 		return nil
 	})
 	return tree, err
+}
+
+// rcUnsample drops the SHA of the files of tree that sample rejects, to
+// compare it with a sampled read.
+func rcUnsample(tree rcTree, sample func(string) bool) rcTree {
+	if sample == nil {
+		return tree
+	}
+	out := make(rcTree, len(tree))
+	for p, e := range tree {
+		if e.Type == 'f' && !sample(p) {
+			e.SHA = ""
+		}
+		out[p] = e
+	}
+	return out
 }
 
 // rcSnap is one snapshot of the snapshotter's own metastore: backing
@@ -459,11 +486,11 @@ func rcCheckStore(snRoot string) (map[string]rcSnap, []string) {
 
 // rcSnapshotReaderTree reads committed snapshot s of store the way a View
 // of it mounts: its own layer alone, or its fsmeta over every layer of the
-// chain oldest first.
-func rcSnapshotReaderTree(snRoot string, store map[string]rcSnap, s rcSnap) (rcTree, error) {
+// chain oldest first. sample is as for rcReaderTreeSampled.
+func rcSnapshotReaderTree(snRoot string, store map[string]rcSnap, s rcSnap, sample func(string) bool) (rcTree, error) {
 	layer := func(id string) string { return filepath.Join(snRoot, "snapshots", id, layout.LayerFile) }
 	if s.Parent == "" {
-		return rcReaderTree(layer(s.ID))
+		return rcReaderTreeSampled(sample, layer(s.ID))
 	}
 	var chain []string // oldest first
 	for p := s; ; {
@@ -477,7 +504,7 @@ func rcSnapshotReaderTree(snRoot string, store map[string]rcSnap, s rcSnap) (rcT
 		}
 		p = next
 	}
-	return rcReaderTree(filepath.Join(snRoot, "snapshots", s.ID, layout.FSMetaFile), chain...)
+	return rcReaderTreeSampled(sample, filepath.Join(snRoot, "snapshots", s.ID, layout.FSMetaFile), chain...)
 }
 
 // rcBackingKey returns the key part of a backing snapshot name

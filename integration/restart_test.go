@@ -121,7 +121,7 @@ func rcCheckCommittedChain(t *testing.T, snRoot string, store map[string]rcSnap,
 			t.Errorf("layer %d: no committed snapshot %s in the store", i+1, id)
 			continue
 		}
-		tree, err := rcSnapshotReaderTree(snRoot, store, *s)
+		tree, err := rcSnapshotReaderTree(snRoot, store, *s, nil)
 		if err != nil {
 			t.Errorf("layer %d: read %s: %v", i+1, id, err)
 			continue
