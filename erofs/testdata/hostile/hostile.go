@@ -46,8 +46,11 @@ type Case struct {
 	// Why says why this outcome is right.
 	Why string
 	// Containerd is what containerd's applier does with the same tar on a
-	// host directory.
-	Containerd string
+	// host directory, and ContainerdExpect its outcome as
+	// differ/hostile_test.go checks it (empty: not checked, because it
+	// depends on the host filesystem or costs gigabytes).
+	Containerd       string
+	ContainerdExpect Outcome
 	// MaxSize is the size limit to convert under (ConvertOptions.
 	// MaxImageSize, the differ's max_layer_size); 0 is none.
 	MaxSize int64
@@ -193,10 +196,7 @@ func headerOnly(h tar.Header) func(io.Writer) error {
 	return func(w io.Writer) error {
 		h.ModTime = mtime
 		tw := tar.NewWriter(w)
-		if err := tw.WriteHeader(&h); err != nil {
-			return err
-		}
-		return tw.Flush() // fails (data missing) after the header is out
+		return tw.WriteHeader(&h) // written at once; never Close: the data cannot follow
 	}
 }
 
@@ -269,32 +269,32 @@ var (
 // Cases is the corpus.
 var Cases = []Case{
 	{
-		Name: "dotdot-escape", Expect: Reject, Err: `tar entry "../escape": path escapes the layer root`,
+		Name: "dotdot-escape", Expect: Reject, Err: `tar entry "../escape": path escapes the layer root`, ContainerdExpect: OK,
 		Why:        "a name climbing above the root is an attack or a broken tar; DESIGN §6 rejects it rather than guess",
 		Containerd: "cleans the name relative to the root: writes root/escape (clamps, no error)",
 		Write:      entries(file("ok", "ok"), file("../escape", "x")),
 	},
 	{
-		Name: "dotdot-middle", Expect: Reject, Err: `tar entry "a/../../escape": path escapes the layer root`,
+		Name: "dotdot-middle", Expect: Reject, Err: `tar entry "a/../../escape": path escapes the layer root`, ContainerdExpect: OK,
 		Why:        "same as dotdot-escape, hidden behind a real component",
 		Containerd: "clamps to root/escape",
 		Write:      entries(dir("a/"), file("a/../../escape", "x")),
 	},
 	{
-		Name: "absolute-path", Expect: OK,
+		Name: "absolute-path", Expect: OK, ContainerdExpect: OK,
 		Why:        "a leading / means the layer root, as every tar applier reads it",
 		Containerd: "same: root/etc/passwd",
 		Write:      entries(file("/etc/passwd", "root:x:0:0::/root:/bin/sh\n")),
 		Want:       []Want{{Path: "etc", Kind: "dir"}, {Path: "etc/passwd", Kind: "file", Data: "root:x:0:0::/root:/bin/sh\n"}},
 	},
 	{
-		Name: "absolute-dotdot", Expect: Reject, Err: `tar entry "/../etc/x": path escapes the layer root`,
+		Name: "absolute-dotdot", Expect: Reject, Err: `tar entry "/../etc/x": path escapes the layer root`, ContainerdExpect: OK,
 		Why:        "'..' above the root, even after a leading /",
 		Containerd: "filepath.Clean makes it /etc/x: root/etc/x",
 		Write:      entries(file("/../etc/x", "x")),
 	},
 	{
-		Name: "symlink-abs-write-through", Expect: OK,
+		Name: "symlink-abs-write-through", Expect: OK, ContainerdExpect: OK,
 		Why: "an absolute symlink as a parent resolves inside the layer (the image is the whole world the entry can reach); " +
 			"the symlink keeps its target byte for byte",
 		Containerd: "same: fs.RootPath resolves evil -> /etc inside the root, writes root/etc/passwd, keeps the link's target",
@@ -302,20 +302,20 @@ var Cases = []Case{
 		Want:       []Want{{Path: "evil", Kind: "symlink", Target: "/etc"}, {Path: "etc/passwd", Kind: "file", Data: "pwned"}},
 	},
 	{
-		Name: "symlink-rel-write-through", Expect: OK,
+		Name: "symlink-rel-write-through", Expect: OK, ContainerdExpect: OK,
 		Why:        "a relative symlink climbing above the root is clamped at the root while resolving, like chroot",
 		Containerd: "same (fs.RootPath clamps ..)",
 		Write:      entries(symlink("up", "../../../../../../tmp"), file("up/x", "inside")),
 		Want:       []Want{{Path: "up", Kind: "symlink", Target: "../../../../../../tmp"}, {Path: "tmp/x", Kind: "file", Data: "inside"}},
 	},
 	{
-		Name: "symlink-loop", Expect: Reject, Err: `tar entry "a/x": parent directory: "a": too many levels of symbolic links`,
+		Name: "symlink-loop", Expect: Reject, Err: `tar entry "a/x": parent directory: "a": too many levels of symbolic links`, ContainerdExpect: Reject,
 		Why:        "a parent that never resolves",
 		Containerd: "fs.RootPath fails with too many links",
 		Write:      entries(symlink("a", "b"), symlink("b", "a"), file("a/x", "x")),
 	},
 	{
-		Name: "symlink-replaced-by-dir", Expect: OK,
+		Name: "symlink-replaced-by-dir", Expect: OK, ContainerdExpect: OK,
 		Why:        "a directory entry over a symlink replaces the symlink, it does not write through it",
 		Containerd: "same: Lstat sees a symlink, removes it, mkdir",
 		Write:      entries(dir("real/"), symlink("w", "real"), dir("w/"), file("w/f", "f")),
@@ -323,31 +323,31 @@ var Cases = []Case{
 		Absent:     []string{"real/f"},
 	},
 	{
-		Name: "hardlink-missing", Expect: Reject, Err: `tar entry "h": hardlink to "nope": target not in the layer`,
+		Name: "hardlink-missing", Expect: Reject, Err: `tar entry "h": hardlink to "nope": target not in the layer`, ContainerdExpect: Reject,
 		Why:        "a hardlink can only share an inode the layer has",
 		Containerd: "link(2) fails with ENOENT",
 		Write:      entries(file("a", "a"), hardlink("h", "nope")),
 	},
 	{
-		Name: "hardlink-escape", Expect: Reject, Err: `tar entry "h": hardlink to "../../etc/passwd": path escapes the layer root`,
+		Name: "hardlink-escape", Expect: Reject, Err: `tar entry "h": hardlink to "../../etc/passwd": path escapes the layer root`, ContainerdExpect: Reject,
 		Why:        "a hardlink target above the root",
 		Containerd: "clamps the target to root/etc/passwd, then ENOENT unless the layer has it",
 		Write:      entries(hardlink("h", "../../etc/passwd")),
 	},
 	{
-		Name: "hardlink-through-symlink", Expect: Reject, Err: `tar entry "h": hardlink to "s/passwd": target not in the layer`,
+		Name: "hardlink-through-symlink", Expect: Reject, Err: `tar entry "h": hardlink to "s/passwd": target not in the layer`, ContainerdExpect: Reject,
 		Why:        "the target's parents resolve inside the layer (s -> /etc is the layer's /etc, which does not exist)",
 		Containerd: "fs.RootPath resolves to root/etc/passwd: ENOENT",
 		Write:      entries(symlink("s", "/etc"), hardlink("h", "s/passwd")),
 	},
 	{
-		Name: "hardlink-to-dir", Expect: Reject, Err: `tar entry "h": hardlink to "d": target is a directory`,
+		Name: "hardlink-to-dir", Expect: Reject, Err: `tar entry "h": hardlink to "d": target is a directory`, ContainerdExpect: Reject,
 		Why:        "Linux has no directory hard links; EROFS directories have one parent",
 		Containerd: "link(2) fails with EPERM",
 		Write:      entries(dir("d/"), hardlink("h", "d")),
 	},
 	{
-		Name: "deep-dir-chain", Expect: OK,
+		Name: "deep-dir-chain", Expect: OK, ContainerdExpect: Reject,
 		Why: "10,000 nested directories are legal: the kernel resolves them component by component, and nothing " +
 			"in the converter, writer or reader recurses per level",
 		Containerd: "DIFFERENT: MkdirAll of a 20 kB path fails with ENAMETOOLONG (PATH_MAX 4096), so containerd rejects the layer",
@@ -355,20 +355,20 @@ var Cases = []Case{
 		Want:       []Want{{Path: deepPath, Kind: "file", Data: "deep"}},
 	},
 	{
-		Name: "name-255", Expect: OK,
+		Name: "name-255", Expect: OK, ContainerdExpect: OK,
 		Why:        "255 bytes is NAME_MAX, still legal",
 		Containerd: "same",
 		Write:      entries(file("d/"+name255, "x")),
 		Want:       []Want{{Path: "d/" + name255, Kind: "file", Data: "x"}},
 	},
 	{
-		Name: "name-256", Expect: Reject, Err: "file name longer than 255 bytes",
+		Name: "name-256", Expect: Reject, Err: "file name longer than 255 bytes", ContainerdExpect: Reject,
 		Why:        "no Linux filesystem can hold it (NAME_MAX 255; EROFS_NAME_LEN 255)",
 		Containerd: "open(2) fails with ENAMETOOLONG",
 		Write:      entries(file("d/"+name256, "x")),
 	},
 	{
-		Name: "symlink-target-4096", Expect: Reject, Err: `tar entry "l": invalid symlink target of 4096 bytes`,
+		Name: "symlink-target-4096", Expect: Reject, Err: `tar entry "l": invalid symlink target of 4096 bytes`, ContainerdExpect: Reject,
 		Why:        "longer than PATH_MAX-1: symlink(2) refuses it",
 		Containerd: "symlink(2) fails with ENAMETOOLONG",
 		Write:      entries(symlink("l", strings.Repeat("t", 4096))),
@@ -381,30 +381,30 @@ var Cases = []Case{
 		Want:       []Want{{Path: "big", Kind: "dir", Entries: 100000}, {Path: "big/f099999", Kind: "file"}},
 	},
 	{
-		Name: "duplicate-conflicting-types", Expect: OK,
+		Name: "duplicate-conflicting-types", Expect: OK, ContainerdExpect: OK,
 		Why:        "later entries win: a file replaces a directory and its subtree, a symlink replaces the file, a directory replaces a file",
 		Containerd: "same: anything but dir-over-dir is RemoveAll'd first",
-		Write: entries(dir("x/"), file("x/f", "f"), file("x", "file"), symlink("x", "target"),
+		Write: entries(dir("x/"), file("x/f", "f"), file("x", "file"), symlink("x", "y"),
 			file("y", "file"), dir("y/"), file("y/z", "z")),
-		Want:   []Want{{Path: "x", Kind: "symlink", Target: "target"}, {Path: "y", Kind: "dir", Entries: 1}, {Path: "y/z", Kind: "file", Data: "z"}},
+		Want:   []Want{{Path: "x", Kind: "symlink", Target: "y"}, {Path: "y", Kind: "dir", Entries: 1}, {Path: "y/z", Kind: "file", Data: "z"}},
 		Absent: []string{"x/f"},
 	},
 	{
-		Name: "file-as-parent", Expect: Reject, Err: `tar entry "z/child": parent directory: "z": not a directory`,
+		Name: "file-as-parent", Expect: Reject, Err: `tar entry "z/child": parent directory: "z": not a directory`, ContainerdExpect: Reject,
 		Why:        "a regular file cannot hold entries",
 		Containerd: "open(2) of root/z/child fails with ENOTDIR",
 		Write:      entries(file("z", "z"), file("z/child", "c")),
 	},
 	{
-		Name: "root-as-file", Expect: Reject, Err: `tar entry ".": names the layer root but is not a directory`,
+		Name: "root-as-file", Expect: Reject, Err: `tar entry ".": names the layer root but is not a directory`, ContainerdExpect: OK,
 		Why:        "the root is a directory; a tar saying otherwise is broken",
 		Containerd: "DIFFERENT: skips the entry (\"resolved to root\")",
 		Write:      entries(file(".", "x")),
 	},
 	{
-		Name: "whiteout-dotdot", Expect: Reject, Err: `invalid whiteout name ".wh.."`,
+		Name: "whiteout-dotdot", Expect: Reject, Err: `invalid whiteout name ".wh.."`, ContainerdExpect: Reject,
 		Why:        "a whiteout of '..' would hide the parent",
-		Containerd: "its overlay whiteout converter would mknod a/.. : fails with EEXIST",
+		Containerd: "same: invalid whiteout name",
 		Write:      entries(dir("a/"), file("a/.wh..", "")),
 	},
 	{
@@ -414,37 +414,37 @@ var Cases = []Case{
 		Write:      headerOnly(tar.Header{Typeflag: tar.TypeReg, Name: "huge", Mode: 0o644, Size: 1 << 62, Format: tar.FormatPAX}),
 	},
 	{
-		Name: "pax-size-overflow", Expect: Reject, Err: "first entry: archive/tar: invalid tar header",
+		Name: "pax-size-overflow", Expect: Reject, Err: "first entry: archive/tar: invalid tar header", ContainerdExpect: Reject,
 		Why:        "a PAX size that overflows int64 is a corrupt header",
 		Containerd: "same error from archive/tar",
 		Write:      paxThen("f", nil, "size", "99999999999999999999999"),
 	},
 	{
-		Name: "pax-bad-mtime", Expect: Reject, Err: "first entry: archive/tar: invalid tar header",
+		Name: "pax-bad-mtime", Expect: Reject, Err: "first entry: archive/tar: invalid tar header", ContainerdExpect: Reject,
 		Why:        "a PAX number that is not a number",
 		Containerd: "same error from archive/tar",
 		Write:      paxThen("f", nil, "mtime", "12x.5"),
 	},
 	{
-		Name: "pax-negative-uid", Expect: Reject, Err: `tar entry "f": uid/gid -5/0 out of range`,
+		Name: "pax-negative-uid", Expect: Reject, Err: `tar entry "f": uid/gid -5/0 out of range`, ContainerdExpect: OK,
 		Why:        "owners are 32-bit unsigned on Linux and in EROFS",
-		Containerd: "lchown(-5) fails with EINVAL",
+		Containerd: "DIFFERENT: accepts it (the owner wraps to 4294967291)",
 		Write:      paxThen("f", nil, "uid", "-5"),
 	},
 	{
-		Name: "device-number-range", Expect: Reject, Err: `tar entry "dev": device number 4096:0 out of range`,
+		Name: "device-number-range", Expect: Reject, Err: `tar entry "dev": device number 4096:0 out of range`, ContainerdExpect: OK,
 		Why:        "Linux device numbers are 12-bit major, 20-bit minor",
-		Containerd: "mknod with a truncated number (unix.Mkdev) or EPERM",
+		Containerd: "DIFFERENT: accepts it, mknod with the number unix.Mkdev makes of it",
 		Write:      entries(entry{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "dev", Mode: 0o600, Devmajor: 4096, Format: tar.FormatPAX}}),
 	},
 	{
-		Name: "xattr-value-64k", Expect: Reject, Err: `tar entry "f": xattr "user.big": value of 70000 bytes exceeds 65535`,
+		Name: "xattr-value-64k", Expect: Reject, Err: `tar entry "f": xattr "user.big": value of 70000 bytes exceeds 65535`, ContainerdExpect: Reject,
 		Why:        "an EROFS xattr value is at most 65535 bytes (Linux XATTR_SIZE_MAX is 65536)",
 		Containerd: "setxattr fails with E2BIG",
 		Write:      entries(withXattrs(file("f", "x"), "user.big", strings.Repeat("v", 70000))),
 	},
 	{
-		Name: "xattr-name-256", Expect: Reject, Err: "name longer than 255 bytes after its prefix",
+		Name: "xattr-name-256", Expect: Reject, Err: "name longer than 255 bytes after its prefix", ContainerdExpect: Reject,
 		Why:        "XATTR_NAME_MAX is 255",
 		Containerd: "setxattr fails with ERANGE",
 		Write:      entries(withXattrs(file("f", "x"), "user."+strings.Repeat("k", 256), "v")),
@@ -452,12 +452,12 @@ var Cases = []Case{
 	{
 		Name: "xattr-area-overflow", Expect: Reject, Err: "exceed the inline xattr area",
 		Why:        "an inode's inline xattrs are at most 4*65535 bytes",
-		Containerd: "ext4 fails the second setxattr with ENOSPC (one block per inode)",
+		Containerd: "depends on the host filesystem: ext4 fails a setxattr with ENOSPC once the inode's block is full",
 		Write: entries(withXattrs(file("f", "x"), "user.a", strings.Repeat("a", 60000), "user.b", strings.Repeat("b", 60000),
 			"user.c", strings.Repeat("c", 60000), "user.d", strings.Repeat("d", 60000), "user.e", strings.Repeat("e", 60000))),
 	},
 	{
-		Name: "xattr-unknown-namespace", Expect: Reject, Err: `tar entry "f": xattr "com.apple.provenance": unsupported namespace`,
+		Name: "xattr-unknown-namespace", Expect: Reject, Err: `tar entry "f": xattr "com.apple.provenance": unsupported namespace`, ContainerdExpect: OK,
 		Why: "EROFS has name indexes only for user., trusted., security. and system.posix_acl_*; the converter rejects " +
 			"the layer rather than drop data silently (a deliberate choice of erofs/tar.go, pinned by its tests)",
 		Containerd: "DIFFERENT: setxattr fails with ENOTSUP, which it logs and ignores, keeping the file: " +
@@ -472,7 +472,7 @@ var Cases = []Case{
 		Write:      zeroFiles(1, 1<<30),
 	},
 	{
-		Name: "gzip-bomb-many-files", Expect: Reject, Err: "limit of 16777216 bytes",
+		Name: "gzip-bomb-many-files", Expect: Reject, Err: "16777216 byte", // the converter's or the differ's stream limit, whichever trips first
 		MaxSize:    16 << 20,
 		Why:        "many files each under the limit: the running total is checked",
 		Containerd: "no limit",
@@ -487,14 +487,14 @@ var Cases = []Case{
 		Write:      sparse("huge", 1<<40, 0),
 	},
 	{
-		Name: "sparse-64mib", Expect: OK,
+		Name: "sparse-64mib", Expect: OK, ContainerdExpect: OK,
 		Why:        "a sparse file within limits: holes read as zeros and take no blocks",
 		Containerd: "same",
 		Write:      sparse("holey", 64<<20, 32<<20),
 		Want:       []Want{{Path: "holey", Kind: "file", Size: 64 << 20}},
 	},
 	{
-		Name: "invalid-utf8-names", Expect: OK,
+		Name: "invalid-utf8-names", Expect: OK, ContainerdExpect: OK,
 		Why:        "Linux names are bytes: names and link targets that are not UTF-8 are kept byte for byte",
 		Containerd: "same",
 		Write:      entries(dir(badUTF8+"/"), file(badUTF8+"/"+badUTF8F, "bytes"), symlink(badUTF8+"/link\xfe", badTarget)),
