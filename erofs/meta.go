@@ -129,7 +129,10 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 		n.nid = uint32(cur / SlotSize)
 		cur = align64(cur+head, SlotSize)
 	}
-	metaBlocks := blocksFor(cur)
+	// fsck.erofs 1.5 reads an xattr ibody header after every inode, even
+	// one without xattrs: keep that read inside the image when the last
+	// record ends on a block boundary.
+	metaBlocks := blocksFor(cur + XattrIbodyHeaderSize)
 	if nodes[0].nid != 0 {
 		return nil, fmt.Errorf("erofs: root nid %d, want 0", nodes[0].nid)
 	}
