@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"os/exec"
@@ -266,5 +268,24 @@ func TestConvertTarHugeFile(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "after")); err != nil || string(b) != "after" {
 		t.Errorf("file after the huge one: %q, %v", b, err)
+	}
+}
+
+// TestWriterHasNoClock backs the determinism test statically: Go programs
+// ignore libfaketime, so instead no writer source may import a clock or a
+// random source (nids, build time and uuid all come from the input).
+func TestWriterHasNoClock(t *testing.T) {
+	fset := token.NewFileSet()
+	for _, name := range []string{"build.go", "chunk.go", "convert.go", "dir.go", "dirent.go", "inode.go", "meta.go", "path.go", "tar.go", "tree.go", "writer.go", "xattr.go"} {
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			switch p := strings.Trim(imp.Path.Value, `"`); p {
+			case "time", "math/rand", "math/rand/v2", "crypto/rand":
+				t.Errorf("%s imports %s: the image would depend on more than its input", name, p)
+			}
+		}
 	}
 }
