@@ -108,6 +108,7 @@ func TestConvertTarKernel(t *testing.T) {
 			with(reg("x/bigid", 0o644, "ids"), owner(4000000, 3000000)),
 			with(reg("x/old", 0o644, "old"), func(h *tar.Header) { h.ModTime = time.Unix(1, 0) }),
 			symlink("x/longlink", "/"+strings.Repeat("t", 3000)),
+			symlink("x/maxlink", strings.Repeat("m/", 2047)+"m"), // 4095 bytes: too big to inline, one block
 		}, check: func(t *testing.T, mnt string) {
 			var st unix.Stat_t
 			if err := unix.Lstat(filepath.Join(mnt, "x/subsec"), &st); err != nil || st.Mtim.Nsec != 123456789 {
