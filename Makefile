@@ -62,7 +62,7 @@ define run-script
 	bash $(1)
 endef
 
-.PHONY: all build binaries deps guest test-image assets test bench demo lint install clean distclean version
+.PHONY: all build binaries deps guest test-image assets test stress bench demo lint install clean distclean version
 
 all: build
 
@@ -109,6 +109,13 @@ test: deps build assets
 	grep -E '^(ok  |FAIL|--- FAIL|panic: )' $(TEST_LOG) || true; \
 	if [[ $$status -eq 0 ]]; then echo "== PASS"; else echo "== FAIL (go test exit status $$status)"; fi; \
 	exit $$status
+
+## stress: the long crash-consistency run (EROFS_STRESS=1: 400 SIGKILLs
+## of the daemon during unpack, commit, remove and GC; seed in the log)
+STRESS_LOG := _output/stress.log
+stress: build test-image
+	@mkdir -p $(dir $(STRESS_LOG))
+	EROFS_STRESS=1 EROFS_REQUIRE_ASSETS=1 $(GO) test -count=1 -timeout 240m -run '^TestCrashConsistency$$' -v ./integration/ 2>&1 | tee $(STRESS_LOG)
 
 ## bench: every hack/bench/*.sh, then hack/bench/report.sh if present.
 ## Each script's stdout is also saved in $(BENCH_OUT)/<script>.md (plus

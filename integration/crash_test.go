@@ -315,21 +315,11 @@ func (r *crashRun) run(op string) error {
 		if err := r.removeAll(ctx); err != nil {
 			return err
 		}
-		return r.gcNow(ctx)
+		return rcGC(ctx, r.c)
 	case opGC:
 		return rcDeleteImage(ctx, r.c, rcImage)
 	}
 	return fmt.Errorf("unknown op %q", op)
-}
-
-// gcNow runs containerd's GC and waits for it (deleting a lease
-// synchronously schedules one).
-func (r *crashRun) gcNow(ctx context.Context) error {
-	l, err := r.c.LeasesService().Create(ctx, leases.WithRandomID())
-	if err != nil {
-		return err
-	}
-	return r.c.LeasesService().Delete(ctx, l, leases.SynchronousDelete)
 }
 
 // removeAll removes every snapshot of the namespace, children first.
@@ -431,6 +421,9 @@ func (r *crashRun) after(op string, opErr error) {
 		}
 	}
 
+	if err := rcGC(ctx, r.c); err != nil {
+		t.Fatal(err)
+	}
 	store, bad := rcCheckStore(r.d.SnapshotterRoot())
 	if len(bad) > 0 {
 		t.Errorf("after %s (%v): store and files disagree:\n%s", op, opErr, strings.Join(bad, "\n"))
@@ -559,6 +552,9 @@ func (r *crashRun) final() {
 			t.Fatal(err)
 		}
 	}
+	if err := rcGC(ctx, r.c); err != nil {
+		t.Fatal(err)
+	}
 	store, bad := rcCheckStore(r.d.SnapshotterRoot())
 	if len(bad) > 0 {
 		t.Errorf("final: store and files disagree:\n%s", strings.Join(bad, "\n"))
@@ -598,4 +594,3 @@ func crashProbeArchive(t *testing.T) string {
 }
 
 func sha256Hex(s string) string { return digest.FromString(s).Encoded() }
-

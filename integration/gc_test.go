@@ -57,6 +57,9 @@ func TestGCRemovesImageSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if err := rcGC(gcCtx, c); err != nil {
+		t.Fatal(err)
+	}
 	before, bad := rcCheckStore(d.SnapshotterRoot())
 	if len(bad) > 0 {
 		t.Fatalf("before GC, store and files disagree:\n%s", strings.Join(bad, "\n"))

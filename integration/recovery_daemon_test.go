@@ -199,6 +199,20 @@ func rcDeleteImage(ctx context.Context, c *client.Client, name string) error {
 	return c.ImageService().Delete(ctx, name, images.SynchronousDelete())
 }
 
+// rcGC runs containerd's GC and waits for it: deleting a lease with
+// SynchronousDelete schedules a collection and waits for it, and GC runs
+// one at a time, so every removal scheduled before has finished too
+// (containerd's Remove only drops its own record; the snapshotter's
+// Remove runs in GC). Checks of the snapshotter's files run after it,
+// never while a GC may be deleting a dir whose record is already gone.
+func rcGC(ctx context.Context, c *client.Client) error {
+	l, err := c.LeasesService().Create(ctx, leases.WithRandomID())
+	if err != nil {
+		return err
+	}
+	return c.LeasesService().Delete(ctx, l, leases.SynchronousDelete)
+}
+
 // rcSnapshots walks erofs-vm in ctx's namespace.
 func rcSnapshots(ctx context.Context, c *client.Client) (map[string]snapshots.Info, error) {
 	out := map[string]snapshots.Info{}

@@ -169,7 +169,9 @@ func TestRestartMidUnpack(t *testing.T) {
 			}
 			d.Restart(t)
 			c, ctx = d.Client(t), d.Context(t)
-
+			if err := rcGC(ctx, c); err != nil {
+				t.Fatal(err)
+			}
 			store, bad := rcCheckStore(d.SnapshotterRoot())
 			if len(bad) > 0 {
 				t.Errorf("after restart, store and files disagree:\n%s", strings.Join(bad, "\n"))
