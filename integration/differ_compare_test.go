@@ -1,9 +1,15 @@
 package integration
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -23,15 +29,31 @@ import (
 func TestDifferCompareRoundTrip(t *testing.T) {
 	differRequireRoot(t)
 	archive := differAsset(t, "debian-3layer.oci.tar")
+	cfg, err := os.ReadFile(filepath.Join(RepoRoot(t), "hack", "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"block", "overlay"} {
+		t.Run(mode, func(t *testing.T) {
+			config := strings.Replace(string(cfg), "commit_mode = 'block'", "commit_mode = '"+mode+"'", 1)
+			if !strings.Contains(config, "commit_mode = '"+mode+"'") {
+				t.Fatalf("cannot set commit_mode in hack/config.toml:\n%s", cfg)
+			}
+			differCompareRoundTrip(t, archive, mode, config)
+		})
+	}
+}
+
+func differCompareRoundTrip(t *testing.T, archive, mode, config string) {
 	const image = "docker.io/library/erofs-test:3layer"
-	d := StartDaemon(t, DaemonOptions{})
+	d := StartDaemon(t, DaemonOptions{Config: config})
 	for _, sn := range []string{"erofs-vm", "overlayfs"} {
 		if out, err := d.Ctr(t, "images", "import", "--snapshotter", sn, archive); err != nil {
 			t.Fatalf("import for %s: %v\n%s", sn, err, out)
 		}
 	}
 	c := d.Client(t)
-	ctx, done, err := c.WithLease(d.Context(t))
+	ctx, done, err := c.WithLease(d.Context(t), leases.WithExpiration(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +66,9 @@ func TestDifferCompareRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last := upper[len(upper)-1]; last.Type != "ext4" {
-		t.Fatalf("writable snapshot mounts %+v: want the ext4 rwlayer last (block mode)", upper)
+	wantLast := map[string]string{"block": "ext4", "overlay": "bind"}[mode]
+	if last := upper[len(upper)-1]; last.Type != wantLast {
+		t.Fatalf("writable snapshot mounts %+v: want %s last (%s mode)", upper, wantLast, mode)
 	}
 	var want map[string]difftest.Entry
 	t.Run("change", func(t *testing.T) {
@@ -83,6 +106,18 @@ func TestDifferCompareRoundTrip(t *testing.T) {
 		t.Errorf("diff blob %+v labels %v", desc, info.Labels)
 	}
 	t.Logf("diff: %s, %d bytes, uncompressed %s", desc.Digest, desc.Size, info.Labels[labels.LabelUncompressed])
+	// The CLI (rootfs.CreateDiff: its own view of the parent, then the
+	// diff service) writes the same blob to stdout.
+	cli := exec.Command(Binary(t, "ctr"), "--address", d.Address(), "snapshots", "--snapshotter", "erofs-vm", "diff", "rt-container")
+	var stderr bytes.Buffer
+	cli.Stderr = &stderr
+	blob, err := cli.Output()
+	if err != nil {
+		t.Fatalf("ctr snapshots diff: %v: %s", err, stderr.String())
+	}
+	if got := digest.FromBytes(blob); got != desc.Digest {
+		t.Errorf("ctr snapshots diff wrote %d bytes (%s), the diff service's blob is %s", len(blob), got, desc.Digest)
+	}
 
 	check := func(t *testing.T, what string, mounts []mount.Mount) {
 		got := differTree(t, differMountSnapshot(t, mounts), difftest.Options{})

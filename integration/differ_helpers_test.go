@@ -122,8 +122,9 @@ func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string
 	if len(mounts) == 0 {
 		t.Fatal("no mounts")
 	}
-	switch mounts[0].Type {
-	case "erofs", "format/erofs", "ext4":
+	switch {
+	case mounts[0].Type == "erofs", mounts[0].Type == "format/erofs", mounts[0].Type == "ext4",
+		len(mounts) == 1 && mounts[0].Type == "bind" && filepath.Base(mounts[0].Source) == "upper":
 	default:
 		dir := t.TempDir()
 		if err := mount.All(mounts, dir); err != nil {
@@ -151,6 +152,13 @@ func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string
 			lower = differMountErofs(t, m.Source, devs...)
 		case "ext4":
 			rw = differMount(t, "ext4", differLoop(t, m.Source, true), "")
+		case "bind":
+			// overlay commit mode: rw/ (upper/ and work/ inside), or rw/upper
+			// alone for a snapshot without parent.
+			rw = m.Source
+			if filepath.Base(rw) == "upper" {
+				return rw, rw
+			}
 		default:
 			t.Fatalf("unexpected mount %+v", m)
 		}
