@@ -198,15 +198,10 @@ func rcOracle(t testing.TB, tars []string) []rcTree {
 	return out
 }
 
-// rcReaderTree reads an EROFS image (plus its extra devices) with our
-// reader into an rcTree, hashing every file.
-func rcReaderTree(image string, devices ...string) (rcTree, error) {
-	return rcReaderTreeSampled(nil, image, devices...)
-}
-
-// rcReaderTreeSampled is rcReaderTree hashing only the files sample
-// accepts (all when sample is nil); the others have no SHA. Metadata of
-// every entry is read either way.
+// rcReaderTreeSampled reads an EROFS image (plus its extra devices) with
+// our reader into an rcTree, hashing the files sample accepts (all when
+// sample is nil); the others have no SHA. Metadata of every entry is read
+// either way.
 func rcReaderTreeSampled(sample func(p string) bool, image string, devices ...string) (rcTree, error) {
 	im, err := erofs.Open(image, devices...)
 	if err != nil {
