@@ -18,7 +18,7 @@ import (
 )
 
 // criConfig is hack/config.toml plus CRI's image service on erofs-vm with
-// the registry hosts under hostsDir, and optionally the transfer
+// the registry hosts under hostsDir (none when empty), and optionally the transfer
 // service's max_concurrent_unpacks (which CRI's pull goes through).
 func criConfig(t *testing.T, hostsDir string, maxUnpacks int) string {
 	t.Helper()
@@ -26,12 +26,13 @@ func criConfig(t *testing.T, hostsDir string, maxUnpacks int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := string(b) + fmt.Sprintf(`
+	cfg := string(b) + `
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'erofs-vm'
-[plugins.'io.containerd.cri.v1.images'.registry]
-  config_path = '%s'
-`, hostsDir)
+`
+	if hostsDir != "" {
+		cfg += fmt.Sprintf("[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '%s'\n", hostsDir)
+	}
 	if maxUnpacks > 0 {
 		const tbl = "[plugins.'io.containerd.transfer.v1.local']"
 		if strings.Contains(cfg, tbl+"\n") {
@@ -78,7 +79,8 @@ func criImageClient(t *testing.T, d *Daemon) runtime.ImageServiceClient {
 // §5 labels, none landed in overlayfs, and the top layer mounts (kernel)
 // to the oracle. With max_concurrent_unpacks = 3 the transfer service
 // unpacks the layers in parallel (rebasing on erofs-vm) and the result is
-// the same.
+// the same. Without a hosts.toml, containerd reaches a registry on
+// 127.0.0.1:PORT over plain HTTP by itself.
 func TestCRIPullErofsVM(t *testing.T) {
 	differRequireRoot(t)
 	archive := differAsset(t, "debian-3layer.oci.tar")
@@ -86,14 +88,22 @@ func TestCRIPullErofsVM(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		maxUnpacks int
+		hostsToml  bool
 	}{
-		{"sequential", 0},
-		{"max_concurrent_unpacks=3", 3},
+		{"sequential", 0, true},
+		{"max_concurrent_unpacks=3", 3, true},
+		// containerd's resolver tries HTTPS then falls back to plain HTTP
+		// for localhost with a port when no hosts.toml says otherwise.
+		{"localhost without hosts.toml", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := startRegistry(t, archive, "erofs/test")
 			ref := reg.Host + "/erofs/test:3layer"
-			d := StartDaemon(t, DaemonOptions{Config: criConfig(t, criHostsDir(t, reg.Host), tc.maxUnpacks), LogLevel: "debug"})
+			hosts := ""
+			if tc.hostsToml {
+				hosts = criHostsDir(t, reg.Host)
+			}
+			d := StartDaemon(t, DaemonOptions{Config: criConfig(t, hosts, tc.maxUnpacks), LogLevel: "debug"})
 			cri := criImageClient(t, d)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
