@@ -15,7 +15,8 @@ import (
 // TestHostileLayers runs the hostile-layer corpus (testdata/hostile) through
 // ConvertTar. A rejected layer must fail with the corpus's error substring
 // and leave dst empty; an accepted one must pass fsck.erofs and, mounted by
-// the kernel, show what the corpus says. Either way nothing may appear
+// the kernel, show what the corpus says, and so must an fsmeta built over
+// it (what Commit makes of a layer with parents). Either way nothing may appear
 // beside dst or in TMPDIR: the converter writes the image and nothing else.
 func TestHostileLayers(t *testing.T) {
 	for _, c := range hostile.Cases {
@@ -56,6 +57,20 @@ func TestHostileLayers(t *testing.T) {
 				mnt := mountImage(t, dst.Name())
 				if err := c.Verify(mnt); err != nil {
 					t.Fatalf("mounted image: %v", err)
+				}
+				// Committed with a parent, the layer goes through
+				// BuildFSMeta: the merged view must show the same.
+				fsmeta := filepath.Join(t.TempDir(), "fsmeta.erofs")
+				out, err := os.Create(fsmeta)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer out.Close()
+				if _, err := BuildFSMeta(context.Background(), out, []string{dst.Name()}); err != nil {
+					t.Fatalf("fsmeta over the layer: %v", err)
+				}
+				if err := c.Verify(mountImage(t, fsmeta, dst.Name())); err != nil {
+					t.Fatalf("mounted fsmeta: %v", err)
 				}
 			}
 		})
