@@ -64,6 +64,9 @@ type crashRun struct {
 	// (layer files are immutable once committed).
 	verified map[string]bool
 
+	// pending is the writable snapshot prepareCommit made for opCommit.
+	pending *pendingCommit
+
 	stats map[string]int
 }
 
@@ -110,6 +113,8 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		seed = n
 	}
+	// The seed fixes the operations and the kill delays; where a kill
+	// lands in the daemon's work still depends on the machine's load.
 	t.Logf("crash harness: %d iterations, seed %d (replay with EROFS_CRASH_SEED=%d)", iterations, seed, seed)
 
 	archive := differAsset(t, "debian-3layer.oci.tar")
@@ -165,6 +170,7 @@ func TestCrashConsistency(t *testing.T) {
 		r.d.Kill(t)
 		opErr := <-done
 		r.d.Restart(t)
+		r.c.Close() // its connection would reconnect to the new daemon and stay
 		r.c = r.d.Client(t)
 		outcome := "completed"
 		if opErr != nil {
@@ -239,8 +245,6 @@ type pendingCommit struct {
 	tree      rcTree
 }
 
-var crashPending *pendingCommit
-
 // prepareCommit prepares a writable snapshot over the image's top layer
 // (or the last container layer) and writes changes into its rwlayer: two
 // files and a whiteout of a file of the image. Not under the crash.
@@ -294,7 +298,7 @@ func (r *crashRun) prepareCommit() {
 		}
 		want[p] = rcEntry{Type: 'f', Perm: 0o644, Size: int64(len(content)), SHA: sha256Hex(content), Mtime: rcMtime.Unix()}
 	}
-	crashPending = &pendingCommit{key: key, name: name, tree: want}
+	r.pending = &pendingCommit{key: key, name: name, tree: want}
 }
 
 // run performs op once; under the crash it returns the error of the cut call.
@@ -305,10 +309,10 @@ func (r *crashRun) run(op string) error {
 	case opUnpack:
 		return rcUnpack(ctx, r.c, rcImage)
 	case opCommit:
-		if crashPending == nil {
+		if r.pending == nil {
 			r.prepareCommit()
 		}
-		return sn.Commit(r.leased(), crashPending.name, crashPending.key)
+		return sn.Commit(r.leased(), r.pending.name, r.pending.key)
 	case opRemove:
 		// containerd's Remove only drops its own record; erofs-vm's
 		// Remove runs in the GC that follows, so run one now.
@@ -379,8 +383,8 @@ func (r *crashRun) after(op string, opErr error) {
 			r.stats["api Cleanup not implemented"] = 1
 		}
 	}
-	if op == opCommit && crashPending != nil {
-		p := crashPending
+	if op == opCommit && r.pending != nil {
+		p := r.pending
 		info, err := sn.Stat(r.leased(), p.name)
 		switch {
 		case err == nil && info.Kind == snapshots.KindCommitted:
@@ -411,7 +415,7 @@ func (r *crashRun) after(op string, opErr error) {
 			t.Errorf("after a crash in commit: stat %s: %+v, %v", p.name, info, err)
 		}
 		r.expect[p.name] = p.tree
-		crashPending = nil
+		r.pending = nil
 	}
 	if op == opRemove {
 		for k := range r.expect {
