@@ -400,7 +400,7 @@ func rcReadStore(snRoot string) (map[string]rcSnap, error) {
 // agree (DESIGN §3): every snapshot has its dir and the files its kind
 // needs; every dir under snapshots/ belongs to a snapshot; no temp file,
 // new-* dir or conversion mount is left; nothing under the root is
-// mounted. It returns the store and a list of violations.
+// mounted or attached to a loop device. It returns the store and a list of violations.
 func rcCheckStore(snRoot string) (map[string]rcSnap, []string) {
 	store, err := rcReadStore(snRoot)
 	if err != nil {
@@ -474,6 +474,14 @@ func rcCheckStore(snRoot string) (map[string]rcSnap, []string) {
 			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], snRoot+"/") {
 				bad = append(bad, "still mounted: "+f[4])
 			}
+		}
+	}
+	// A conversion's loop device (autoclear) goes with its mount; one
+	// left attached to a file of the root is a leak.
+	backing, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, b := range backing {
+		if f, err := os.ReadFile(b); err == nil && strings.HasPrefix(strings.TrimSpace(string(f)), snRoot+"/") {
+			bad = append(bad, fmt.Sprintf("%s still attached to %s", strings.Split(b, "/")[3], strings.TrimSpace(string(f))))
 		}
 	}
 	return store, bad
