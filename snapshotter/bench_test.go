@@ -14,6 +14,8 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
 	"golang.org/x/sys/unix"
+
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
 // BenchmarkPrepare measures Prepare of a writable snapshot over a committed
@@ -221,7 +223,7 @@ func BenchmarkRWLayer(b *testing.B) {
 	})
 	b.Run("method=mkfs-d-default", func(b *testing.B) {
 		run(b, func(dst string) error {
-			return writeFileAtomic(dst, 0o600, func(f *os.File) error {
+			return layout.WriteFileAtomicFunc(dst, 0o600, func(f *os.File) error {
 				if err := f.Truncate(size); err != nil {
 					return err
 				}

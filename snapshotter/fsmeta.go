@@ -18,7 +18,7 @@ import (
 func writeMerged(ctx context.Context, dir string, layers []string) error {
 	fsmetaPath := filepath.Join(dir, layout.FSMetaFile)
 	var meta *erofs.FSMeta
-	if err := writeFileAtomic(fsmetaPath, 0o644, func(f *os.File) (err error) {
+	if err := layout.WriteFileAtomicFunc(fsmetaPath, 0o644, func(f *os.File) (err error) {
 		meta, err = erofs.BuildFSMeta(ctx, f, layers)
 		return err
 	}); err != nil {

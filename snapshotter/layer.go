@@ -19,41 +19,7 @@ import (
 // writeLayerAtomic runs write on a temp file in dir and, if it succeeds,
 // fsyncs it and renames it to dir/layer.erofs. Nothing is left on failure.
 func writeLayerAtomic(dir string, write func(*os.File) error) error {
-	return writeFileAtomic(filepath.Join(dir, layout.LayerFile), 0o644, write)
-}
-
-// writeFileAtomic is the temp+fsync+rename discipline for a file produced
-// by a writer: a crash leaves either no file or the complete file at path.
-func writeFileAtomic(path string, perm os.FileMode, write func(*os.File) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return layout.SyncDir(filepath.Dir(path))
+	return layout.WriteFileAtomicFunc(filepath.Join(dir, layout.LayerFile), 0o644, write)
 }
 
 // validateLayer checks that path is an uncompressed EROFS image this

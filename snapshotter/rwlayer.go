@@ -72,7 +72,7 @@ func (s *Snapshotter) createRWLayer(ctx context.Context, dir string, size int64)
 		return err
 	}
 	defer tpl.Close()
-	return writeFileAtomic(filepath.Join(dir, layout.RWLayerFile), 0o600, func(f *os.File) error {
+	return layout.WriteFileAtomicFunc(filepath.Join(dir, layout.RWLayerFile), 0o600, func(f *os.File) error {
 		if err := sparseCopy(f, tpl); err != nil {
 			return fmt.Errorf("copy %s: %w", tpl.Name(), err)
 		}
@@ -125,7 +125,7 @@ func (s *Snapshotter) formatRWLayer(ctx context.Context, path string, size int64
 	if err != nil {
 		return fmt.Errorf("writable layer template: %w", err)
 	}
-	return writeFileAtomic(path, 0o600, func(f *os.File) error {
+	return layout.WriteFileAtomicFunc(path, 0o600, func(f *os.File) error {
 		if err := f.Truncate(size); err != nil {
 			return fmt.Errorf("size to %d bytes: %w", size, err)
 		}

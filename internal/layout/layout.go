@@ -74,6 +74,19 @@ func WriteMarker(dir string, m Marker) error {
 // WriteFileAtomic writes data to a temp file beside path, fsyncs it and
 // renames it over path, so a crash leaves either the old file or the new one.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return WriteFileAtomicFunc(path, perm, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+}
+
+// WriteFileAtomicFunc is WriteFileAtomic for content produced by a writer
+// (an image streamed from a tar, an ext4 copy): write fills the temp file
+// ".<base>.tmp-*" beside path; on success the file gets perm, is fsynced,
+// renamed over path and the directory is synced. On any failure the temp
+// file is removed and path is left as it was. Temp names keep that pattern
+// because crash recovery recognises leftovers by it.
+func WriteFileAtomicFunc(path string, perm os.FileMode, write func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
@@ -86,8 +99,8 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
-		return err
+	if err := write(f); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Chmod(perm); err != nil {
 		return err
