@@ -55,7 +55,8 @@ func appendDirBlock(b []byte, children []dirEntry) []byte {
 	return b
 }
 
-// fileType maps st_mode to an EROFS_FT_* dirent type.
+// fileType maps st_mode to an EROFS_FT_* dirent type: what the writer
+// stores and what the reader checks a dirent against.
 func fileType(mode uint32) uint8 {
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG:

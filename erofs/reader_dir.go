@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
-	"syscall"
 )
 
 // Directories: blocks of erofs_dirent records followed by their names,
@@ -206,27 +205,6 @@ func ftypeMode(ft uint8) fs.FileMode {
 	return fs.ModeIrregular
 }
 
-// modeFtype maps st_mode to the dirent file type a writer stores for it.
-func modeFtype(m uint32) uint8 {
-	switch m & syscall.S_IFMT {
-	case syscall.S_IFREG:
-		return FTRegFile
-	case syscall.S_IFDIR:
-		return FTDir
-	case syscall.S_IFCHR:
-		return FTChrdev
-	case syscall.S_IFBLK:
-		return FTBlkdev
-	case syscall.S_IFIFO:
-		return FTFifo
-	case syscall.S_IFSOCK:
-		return FTSock
-	case syscall.S_IFLNK:
-		return FTSymlink
-	}
-	return FTUnknown
-}
-
 // childInode loads the inode a dirent names and checks the two agree on
 // the file type (mkfs and our writer always store the inode's type).
 func (im *Image) childInode(e imgDirent) (*imgInode, error) {
@@ -234,7 +212,7 @@ func (im *Image) childInode(e imgDirent) (*imgInode, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.ftype != FTUnknown && modeFtype(in.Mode) != e.ftype {
+	if e.ftype != FTUnknown && fileType(in.Mode) != e.ftype {
 		return nil, corruptf("%q: dirent file type %d, but nid %d has mode %#o", e.name, e.ftype, e.nid, in.Mode)
 	}
 	return in, nil

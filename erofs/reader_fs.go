@@ -162,7 +162,7 @@ func (im *Image) Walk(root string, fn fs.WalkDirFunc) error {
 	if err != nil {
 		err = fn(root, nil, err)
 	} else {
-		d := &imgDirEntry{im: im, e: imgDirent{name: path.Base(root), nid: in.Nid, ftype: modeFtype(in.Mode)}}
+		d := &imgDirEntry{im: im, e: imgDirent{name: path.Base(root), nid: in.Nid, ftype: fileType(in.Mode)}}
 		err = im.walk(root, in, d, fn, map[uint64]bool{})
 	}
 	if err == fs.SkipDir || err == fs.SkipAll {
