@@ -17,7 +17,8 @@ import (
 // Layout of an fsmeta image:
 //
 //	block 0                superblock (+ device table when it fits)
-//	blocks 1..T            copies of inline tails, one block each, pointed
+//	[blocks 1..D]          device table of more than 23 layers
+//	blocks D+1..T          copies of inline tails, one block each, pointed
 //	                       at by the last chunk index of their file
 //	MetaBlkAddr...         written by Tree.WriteImage: [device table],
 //	                       inodes (chunk indexes inline), dir blocks,
@@ -92,12 +93,21 @@ func BuildFSMeta(ctx context.Context, dst *os.File, layers []string) (*FSMeta, e
 		return nil, fmt.Errorf("erofs: fsmeta: %w", err)
 	}
 
+	// A device table too big for block 0 (more than 23 layers) takes the
+	// blocks right after it, before the tail copies: after them it could
+	// lie beyond the 8 MiB devt_slotoff reaches.
+	opts := ImageOptions{Devices: slots, MapDevices: true}
 	b := &fsmetaData{dst: dst, layers: imgs, nextBlk: 1}
+	if nb := devTableBlocks(len(slots)); nb > 0 {
+		opts.DevTableBlkAddr = 1
+		b.nextBlk = 1 + uint32(nb)
+	}
 	tree, st, err := mergeLayers(ctx, imgs, b.data)
 	if err != nil {
 		return nil, err
 	}
-	info, err := tree.WriteImage(dst, ImageOptions{MetaBlkAddr: b.nextBlk, Devices: slots, MapDevices: true})
+	opts.MetaBlkAddr = b.nextBlk
+	info, err := tree.WriteImage(dst, opts)
 	if err != nil {
 		return nil, fmt.Errorf("erofs: fsmeta: %w", err)
 	}

@@ -57,6 +57,22 @@ type ImageOptions struct {
 	MapDevices bool
 	// MaxBlocks, when > 0, fails WriteImage if the image would be larger.
 	MaxBlocks uint64
+	// DevTableBlkAddr, when > 0, is where a device table too big for
+	// block 0 goes: blocks the caller reserved below MetaBlkAddr. With 0
+	// the table takes the first blocks from MetaBlkAddr on, which is only
+	// reachable if that is below 8 MiB (devt_slotoff is 16 bits counting
+	// 128-byte slots): a caller that writes much before MetaBlkAddr
+	// reserves the table's blocks first.
+	DevTableBlkAddr uint32
+}
+
+// devTableBlocks is how many blocks a device table of n slots needs when it
+// does not fit in block 0 after the superblock, or 0 when it does.
+func devTableBlocks(n int) uint64 {
+	if n == 0 || SuperblockOffset+SuperblockSize+uint64(n)*DeviceSlotSize <= BlockSize {
+		return 0
+	}
+	return blocksFor(uint64(n) * DeviceSlotSize)
 }
 
 // ImageInfo describes an image WriteImage wrote.
@@ -107,9 +123,16 @@ func (t *Tree) WriteImage(w io.WriterAt, opts ImageOptions) (*ImageInfo, error) 
 	}
 	devs := slices.Clone(opts.Devices)
 	devtOff := uint64(SuperblockOffset + SuperblockSize)
-	if len(devs) > 0 && devtOff+uint64(len(devs))*DeviceSlotSize > BlockSize {
-		devtOff = start * BlockSize
-		start += blocksFor(uint64(len(devs)) * DeviceSlotSize)
+	if nb := devTableBlocks(len(devs)); nb > 0 {
+		if at := uint64(opts.DevTableBlkAddr); at > 0 {
+			if at+nb > start {
+				return nil, fmt.Errorf("erofs: device table at block %d (%d blocks) overlaps the metadata at block %d", at, nb, start)
+			}
+			devtOff = at * BlockSize
+		} else {
+			devtOff = start * BlockSize
+			start += nb
+		}
 	}
 	if devtOff/DeviceSlotSize > math.MaxUint16 {
 		return nil, fmt.Errorf("erofs: device table at byte %d is beyond the reach of devt_slotoff", devtOff)
