@@ -90,7 +90,7 @@ func TestLoad(t *testing.T) {
 		}
 	}
 
-	round := func(n int, stop <-chan struct{}) error {
+	round := func(n int) error {
 		// Every round starts from the kept stack alone, so each image is
 		// really unpacked again (the unpacker skips layers whose
 		// snapshots exist).
@@ -103,24 +103,28 @@ func TestLoad(t *testing.T) {
 			return err
 		}
 		lctx := leases.WithLease(ctx, lease.ID)
-		var wg sync.WaitGroup
+		var unpacks, loops sync.WaitGroup
 		errs := make(chan error, loadImages+2)
 		for _, im := range imgs {
-			wg.Go(func() {
+			unpacks.Go(func() {
 				if _, err := ImportAndUnpack(lctx, c, im.path, im.name, "erofs-vm"); err != nil {
 					errs <- fmt.Errorf("round %d: %s: %w", n, im.name, err)
 				}
 			})
 		}
+		// The snapshot loops run for as long as the unpacks do.
 		var ops atomic.Int64
+		stop := make(chan struct{})
 		for w := range 2 {
-			wg.Go(func() {
+			loops.Go(func() {
 				if err := prepareRemoveLoop(lctx, c, parent, fmt.Sprintf("load-%d-%d", n, w), w == 1, stop, &ops); err != nil {
 					errs <- fmt.Errorf("round %d: prepare/remove loop %d: %w", n, w, err)
 				}
 			})
 		}
-		wg.Wait()
+		unpacks.Wait()
+		close(stop)
+		loops.Wait()
 		close(errs)
 		var all []error
 		for e := range errs {
@@ -141,9 +145,7 @@ func TestLoad(t *testing.T) {
 
 	// Warm-up: the first round creates what a daemon keeps for good (the
 	// writable-layer template, gRPC streams, worker goroutines).
-	closed := make(chan struct{})
-	close(closed)
-	if err := round(0, closed); err != nil {
+	if err := round(0); err != nil {
 		t.Fatal(err)
 	}
 	base := settle()
@@ -153,16 +155,7 @@ func TestLoad(t *testing.T) {
 	rounds := 0
 	for time.Since(start) < duration {
 		rounds++
-		stop := make(chan struct{})
-		timer := time.AfterFunc(2*time.Second, func() { close(stop) })
-		err := round(rounds, stop)
-		timer.Stop()
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		if err != nil {
+		if err := round(rounds); err != nil {
 			t.Fatal(err)
 		}
 	}
