@@ -24,10 +24,18 @@ import (
 // fail with the corpus's error and leave the dir holding only its empty
 // marker; an accepted one leaves layer.erofs and a marker with the diff ID,
 // and the kernel, mounting layer.erofs, must show what the corpus says.
+// Nothing may be left in TMPDIR either way.
 func TestApplyHostileLayers(t *testing.T) {
 	requireRoot(t)
 	for _, c := range hostile.Cases {
 		t.Run(c.Name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			defer func() {
+				if left := listDir(t, tmp); len(left) != 0 {
+					t.Errorf("temp files left in TMPDIR: %q", left)
+				}
+			}()
 			f := newFixture(t)
 			f.d = New(f.store, Config{MaxLayerSize: c.MaxSize})
 			desc := storeGzipLayer(t, f.store, c)
