@@ -77,8 +77,26 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 		return err
 	}
 
+	testHook("commit:read")
+
 	unlock := s.locks.lock(id)
 	defer unlock()
+	// A concurrent Commit (or Remove) of the same key may have finished
+	// while this one waited for the lock: the directory then belongs to a
+	// committed snapshot (or none), and lifting its immutable flags or
+	// rewriting its files must not happen.
+	if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		cur, ci, _, err := storage.GetInfo(ctx, key)
+		if err != nil {
+			return err
+		}
+		if cur != id || ci.Kind != snapshots.KindActive {
+			return fmt.Errorf("snapshot was committed or removed by another call: %w", errdefs.ErrNotFound)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	dir := s.dir(id)
 	// A Commit retried after a crash or a failed transaction may find its
 	// files flagged: lift the flag so they can be replaced.

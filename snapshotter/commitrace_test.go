@@ -1,0 +1,66 @@
+package snapshotter
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+// TestCommitTwice: two Commits of the same writable snapshot, the second
+// one past its first read when the first one finishes. The loser must fail
+// NotFound without touching the committed snapshot: before it checked under
+// the per-id lock, it lifted FS_IMMUTABLE_FL from the committed layer and
+// then failed converting the writable layer the winner had dropped, leaving
+// the layer unflagged under an immutable=true label.
+func TestCommitTwice(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{SetImmutable: true, DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	stack(t, s, 1)
+	if _, err := s.Prepare(ctx, "w", "l1"); err != nil {
+		t.Fatal(err)
+	}
+
+	reads := 0
+	secondRead := make(chan struct{})
+	loser := make(chan error, 1)
+	old := testHook
+	t.Cleanup(func() { testHook = old })
+	// Hooks run on the committing goroutines; reads and the spawn happen
+	// in a fixed order: winner read, winner layer-ready (spawns the loser
+	// and waits for its read), loser read.
+	testHook = func(step string) {
+		switch step {
+		case "commit:read":
+			reads++
+			if reads == 2 {
+				close(secondRead)
+			}
+		case "commit:layer-ready":
+			if reads == 1 {
+				go func() { loser <- s.Commit(ctx, "c2", "w") }()
+				<-secondRead
+			}
+		}
+	}
+	if err := s.Commit(ctx, "c1", "w"); err != nil {
+		t.Fatalf("first commit: %v", err)
+	}
+	if err := <-loser; !errdefs.IsNotFound(err) {
+		t.Fatalf("second commit: %v, want NotFound", err)
+	}
+	testHook = old
+
+	layer := filepath.Join(filepath.Dir(s.mustLabel(t, "c1", LabelLayerBlobPath)), "layer.erofs")
+	if on, err := isImmutable(layer); err != nil || !on {
+		t.Errorf("%s immutable = %v, %v after the losing commit; want true", layer, on, err)
+	}
+	if _, err := os.Stat(layer); err != nil {
+		t.Error(err)
+	}
+	if _, err := s.Stat(ctx, "c2"); !errdefs.IsNotFound(err) {
+		t.Errorf("c2 exists: %v", err)
+	}
+}
