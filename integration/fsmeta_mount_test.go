@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/erofs-vm/containerd-erofs/integration/guest"
 )
 
 // Host helpers for the fsmeta views: loop devices, mounts, tools. Every
@@ -36,30 +38,15 @@ func fsmetaRequireHost(t *testing.T, tools ...string) {
 	t.Skip(msg)
 }
 
-// fsmetaRepoRoot walks up from the working directory to go.mod.
-func fsmetaRepoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// asset returns the path of a built test asset, or skips (fails under
+// fsmetaAsset returns the path of a built test asset, or skips (fails under
 // EROFS_REQUIRE_ASSETS=1) naming the make target that builds it.
 func fsmetaAsset(t *testing.T, rel, target string) string {
 	t.Helper()
-	p := filepath.Join(fsmetaRepoRoot(t), "_output", rel)
+	root, err := guest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "_output", rel)
 	if _, err := os.Stat(p); err != nil {
 		msg := p + " missing: run `make " + target + "`"
 		if os.Getenv("EROFS_REQUIRE_ASSETS") == "1" {
