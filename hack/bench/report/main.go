@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Output is what one script printed, split into its parts.
@@ -275,7 +276,7 @@ func renderReport(outs []Output, m Machine, command, svgName string, noPlot bool
 	}
 	b.WriteString("Contents:")
 	for _, o := range outs {
-		fmt.Fprintf(&b, " [%s](#%s)", o.Script, o.Script+".sh")
+		fmt.Fprintf(&b, " [%s.sh](#%s)", o.Script, anchor(o.Script+".sh"))
 	}
 	b.WriteString("\n")
 	for _, o := range outs {
@@ -295,6 +296,21 @@ func renderReport(outs []Output, m Machine, command, svgName string, noPlot bool
 				l = "### " + strings.TrimSpace(strings.TrimLeft(l, "#"))
 			}
 			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// anchor is the fragment GitHub gives a heading: lower case, spaces to
+// dashes, other punctuation dropped.
+func anchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(heading) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
 		}
 	}
 	return b.String()

@@ -19,7 +19,7 @@ const (
 	// erofs_vm_s=<s> overlayfs_s=<s> (unpack time, best run).
 	SeriesUnpack = "unpack"
 	// SeriesFSMetaScaling: layers=<n> entries=<input entries>
-	// wall_s=<s> rss_mib=<MiB> (one erofsctl merge).
+	// wall_s=<s> [cpu_s=<s>] rss_mib=<MiB> (one erofsctl merge).
 	SeriesFSMetaScaling = "fsmeta-scaling"
 )
 
@@ -29,10 +29,10 @@ type UnpackPoint struct {
 	ErofsVM, Overlay float64 // seconds
 }
 
-// ScalePoint is one synthetic fsmeta stack.
+// ScalePoint is one synthetic fsmeta stack. CPUS is 0 when not reported.
 type ScalePoint struct {
-	Layers, Entries int
-	WallS, RSSMiB   float64
+	Layers, Entries     int
+	WallS, CPUS, RSSMiB float64
 }
 
 // Plots holds the data of every panel.
@@ -62,8 +62,9 @@ func buildPlots(outs []Output) Plots {
 				n, err2 := strconv.Atoi(r.Fields["entries"])
 				w, ok1 := number(r.Fields["wall_s"])
 				m, ok2 := number(r.Fields["rss_mib"])
+				c, _ := number(r.Fields["cpu_s"])
 				if err1 == nil && err2 == nil && ok1 && ok2 {
-					p.Scaling = append(p.Scaling, ScalePoint{l, n, w, m})
+					p.Scaling = append(p.Scaling, ScalePoint{l, n, w, c, m})
 				}
 			}
 		}
@@ -117,6 +118,7 @@ func scalingFromTables(outs []Output) []ScalePoint {
 		for _, t := range o.Tables {
 			li, ni := t.Column("layers"), t.Column("input entries")
 			wi, mi := t.Column("wall (s)"), t.Column("peak RSS (MiB)")
+			ci := t.Column("CPU (s)")
 			if li < 0 || ni < 0 || wi < 0 || mi < 0 {
 				continue
 			}
@@ -125,8 +127,9 @@ func scalingFromTables(outs []Output) []ScalePoint {
 				n, ok2 := cellNumber(r, ni)
 				w, ok3 := cellNumber(r, wi)
 				m, ok4 := cellNumber(r, mi)
+				c, _ := cellNumber(r, ci)
 				if ok1 && ok2 && ok3 && ok4 {
-					pts = append(pts, ScalePoint{int(l), int(n), w, m})
+					pts = append(pts, ScalePoint{int(l), int(n), w, c, m})
 				}
 			}
 		}
@@ -163,20 +166,35 @@ func (p Plots) SVG() string {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="Helvetica, Arial, sans-serif" font-size="11">`+"\n", w, panelH, w, panelH)
 	fmt.Fprintf(&b, `<rect width="%.0f" height="%.0f" fill="white"/>`+"\n", w, panelH)
 	p.unpackPanel(&b, 0)
-	p.scalingPanel(&b, panelW, "fsmeta build time vs layers", "wall s", func(s ScalePoint) float64 { return s.WallS })
+	// CPU time when the script reports it: on a shared machine the wall
+	// time of a sub-second merge mostly measures the load.
+	if p.scalingHasCPU() {
+		p.scalingPanel(&b, panelW, "fsmeta build CPU time vs layers", "CPU s (user+sys)", func(s ScalePoint) float64 { return s.CPUS })
+	} else {
+		p.scalingPanel(&b, panelW, "fsmeta build time vs layers", "wall s", func(s ScalePoint) float64 { return s.WallS })
+	}
 	p.scalingPanel(&b, 2*panelW, "fsmeta peak memory vs layers", "peak RSS MiB", func(s ScalePoint) float64 { return s.RSSMiB })
 	b.WriteString("</svg>\n")
 	return b.String()
 }
 
-// frame draws a panel's title and y axis with ticks up to ymax, and
+func (p Plots) scalingHasCPU() bool {
+	for _, s := range p.Scaling {
+		if s.CPUS <= 0 {
+			return false
+		}
+	}
+	return len(p.Scaling) > 0
+}
+
+// frame draws a panel's title and y axis with ticks every step up to ymax, and
 // returns the plot area (x0, y0 top-left, width, height).
-func frame(b *strings.Builder, ox float64, title, ylabel string, ymax float64) (x0, y0, pw, ph float64) {
+func frame(b *strings.Builder, ox float64, title, ylabel string, ymax, step float64) (x0, y0, pw, ph float64) {
 	x0, y0 = ox+marginL, marginT
 	pw, ph = panelW-marginL-marginR, panelH-marginT-marginB
 	fmt.Fprintf(b, `<text x="%.1f" y="20" font-size="13" font-weight="bold">%s</text>`+"\n", ox+marginL-30, esc(title))
 	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle" fill="#555">%s</text>`+"\n", ox+14, y0+ph/2, esc(ylabel))
-	for _, t := range ticks(ymax) {
+	for _, t := range ticks(ymax, step) {
 		y := y0 + ph - t/ymax*ph
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e5e5e5"/>`+"\n", x0, y, x0+pw, y)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#555">%s</text>`+"\n", x0-5, y+4, fmtNum(t))
@@ -201,8 +219,8 @@ func (p Plots) unpackPanel(b *strings.Builder, ox float64) {
 	for _, u := range p.Unpack {
 		ymax = max(ymax, u.ErofsVM, u.Overlay)
 	}
-	ymax = niceCeil(ymax)
-	x0, y0, pw, ph := frame(b, ox, title, "seconds (lower is better)", ymax)
+	ymax, step := axis(ymax)
+	x0, y0, pw, ph := frame(b, ox, title, "seconds (lower is better)", ymax, step)
 	group := pw / float64(len(p.Unpack))
 	bw := min(group*0.32, 34)
 	for i, u := range p.Unpack {
@@ -243,8 +261,8 @@ func (p Plots) scalingPanel(b *strings.Builder, ox float64, title, ylabel string
 	}
 	slices.Sort(layers)
 	slices.Sort(entries)
-	ymax = niceCeil(ymax)
-	x0, y0, pw, ph := frame(b, ox, title, ylabel, ymax)
+	ymax, step := axis(ymax)
+	x0, y0, pw, ph := frame(b, ox, title, ylabel, ymax, step)
 	// x: log scale over the layer counts, padded half a step each side.
 	lo, hi := math.Log(float64(layers[0])), math.Log(float64(layers[len(layers)-1]))
 	if hi == lo {
@@ -288,26 +306,29 @@ func legend(b *strings.Builder, x, y float64, names, colors []string) {
 	}
 }
 
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten (1 for v <= 0).
-func niceCeil(v float64) float64 {
+// axis returns the top of a y axis for values up to v and its tick step:
+// the step is 1, 2 or 5 times a power of ten giving at most six ticks
+// above 0, the top the first multiple of the step at or above v.
+func axis(v float64) (top, step float64) {
 	if v <= 0 {
-		return 1
+		return 1, 0.2
 	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
+	p := math.Pow(10, math.Floor(math.Log10(v/6)))
 	for _, m := range []float64{1, 2, 5, 10} {
-		if v <= m*p*1.0000001 {
-			return m * p
+		step = m * p
+		if v/step <= 6*1.0000001 {
+			break
 		}
 	}
-	return 10 * p
+	top = math.Ceil(v/step*(1-1e-9)) * step
+	return top, step
 }
 
-// ticks returns 0 and about five round values up to ymax.
-func ticks(ymax float64) []float64 {
-	step := niceCeil(ymax / 5)
+// ticks returns 0 and every step up to top.
+func ticks(top, step float64) []float64 {
 	var t []float64
-	for v := 0.0; v <= ymax*1.0000001; v += step {
-		t = append(t, v)
+	for i := 0; float64(i)*step <= top*1.0000001; i++ {
+		t = append(t, float64(i)*step)
 	}
 	return t
 }

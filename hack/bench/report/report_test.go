@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,7 +108,7 @@ func TestBuildPlots(t *testing.T) {
 		}
 	}
 	// fsmeta.sh printed no BENCH lines: its table is the source.
-	if len(p.Scaling) != 4 || p.Scaling[2] != (ScalePoint{16, 1000000, 2.1, 70.5}) {
+	if len(p.Scaling) != 4 || p.Scaling[2] != (ScalePoint{16, 1000000, 2.1, 2.9, 70.5}) {
 		t.Errorf("scaling %+v", p.Scaling)
 	}
 	// Table fallback for unpack gives the same points as the BENCH lines.
@@ -131,7 +132,7 @@ func TestSVG(t *testing.T) {
 		mustHave     []string
 		mustNotHave  []string
 	}{
-		{"full", buildPlots(outs), 2 * 2, 2 * 2, []string{"0.54×", "100k entries", "1M entries", "erofs-vm"}, []string{"no data"}},
+		{"full", buildPlots(outs), 2 * 2, 2 * 2, []string{"0.54×", "100k entries", "1M entries", "erofs-vm", "CPU s (user+sys)"}, []string{"no data"}},
 		{"empty", Plots{}, 0, 0, []string{"no data (hack/bench/unpack.sh)", "no data (hack/bench/fsmeta.sh)"}, nil},
 	}
 	for _, tc := range tests {
@@ -193,6 +194,7 @@ func TestRenderReport(t *testing.T) {
 		"| command | `make bench` |", "![unpack time and fsmeta scaling](BENCHMARKS.svg)",
 		"## convert.sh", "**FAILED**", "## fsmeta.sh", "## unpack.sh",
 		"### fsmeta: scaling", "| debian-3layer.oci.tar | igzip | 1.50 | 2.80 | 0.54× |",
+		"[unpack.sh](#unpacksh)",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q:\n%s", s, md)
@@ -209,12 +211,16 @@ func TestRenderReport(t *testing.T) {
 	}
 }
 
-func TestNiceCeil(t *testing.T) {
-	for _, tc := range []struct{ in, want float64 }{
-		{0, 1}, {0.7, 1}, {1, 1}, {1.2, 2}, {2.8, 5}, {7, 10}, {12, 20}, {450, 500}, {0.031, 0.05},
+func TestAxis(t *testing.T) {
+	for _, tc := range []struct{ in, top, step float64 }{
+		{0, 1, 0.2}, {0.7, 0.8, 0.2}, {1, 1, 0.2}, {3.92, 4, 1}, {5.97, 6, 1}, {7, 8, 2}, {12, 12, 2}, {450, 500, 100}, {643, 800, 200},
 	} {
-		if got := niceCeil(tc.in); got != tc.want {
-			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
+		top, step := axis(tc.in)
+		if math.Abs(top-tc.top) > 1e-9 || math.Abs(step-tc.step) > 1e-9 {
+			t.Errorf("axis(%v) = %v, %v; want %v, %v", tc.in, top, step, tc.top, tc.step)
+		}
+		if n := len(ticks(top, step)); n < 2 || n > 8 {
+			t.Errorf("axis(%v): %d ticks", tc.in, n)
 		}
 	}
 }
