@@ -2,10 +2,8 @@ package erofs
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -149,7 +147,7 @@ func compareWithGoErofs(ours *Image, theirs fs.FS) (int, map[string]int, []strin
 		}
 		switch {
 		case fi.Mode().IsRegular():
-			a, errA := imageFileSum(ours, p)
+			a, errA := fsFileSum(ours, p)
 			b, errB := fsFileSum(theirs, p)
 			if errA != nil || errB != nil || a != b {
 				bad = append(bad, fmt.Sprintf("content %.12s (%v) vs ours %.12s (%v)", b, errB, a, errA))
@@ -170,17 +168,4 @@ func compareWithGoErofs(ours *Image, theirs fs.FS) (int, map[string]int, []strin
 		diffs = append(diffs, err.Error())
 	}
 	return n, known, diffs
-}
-
-func fsFileSum(fsys fs.FS, p string) (string, error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }

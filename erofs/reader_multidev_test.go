@@ -88,7 +88,7 @@ func TestReaderMultiDevice(t *testing.T) {
 		if d := im.Devices(); len(d) != 1 || d[0].MappedBlkAddr != 0 {
 			t.Fatalf("devices %+v: mkfs.erofs 1.5 changed, update this test", d)
 		}
-		_, err = imageFileSum(im, "big")
+		_, err = fsFileSum(im, "big")
 		if err == nil || !strings.Contains(err.Error(), "mapped_blkaddr") {
 			t.Fatalf("reading big without its device: %v", err)
 		}
@@ -170,7 +170,7 @@ func TestReaderMultiDevice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := imageFileSum(im, "small")
+		got, err := fsFileSum(im, "small")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -371,7 +371,7 @@ func compareEntry(im *Image, p string, got *Inode, ref string, st *unix.Stat_t, 
 			bad("link target %q (%v), reference %q", tgt, err, want)
 		}
 	case syscall.S_IFREG:
-		gotSum, err := imageFileSum(im, p)
+		gotSum, err := fsFileSum(im, p)
 		if err != nil {
 			bad("read: %v", err)
 			break
@@ -427,27 +427,30 @@ func listXattrs(p string) (map[string]string, error) {
 	return out, nil
 }
 
-func imageFileSum(im *Image, p string) (string, error) {
-	f, err := im.Open(p)
+// fsFileSum is the hex sha256 of file p of fsys (an *Image, go-erofs'
+// reader, or a directory).
+func fsFileSum(fsys fs.FS, p string) (string, error) {
+	f, err := fsys.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return readerSum(f)
 }
 
+// fileSum is the hex sha256 of the host file p.
 func fileSum(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	return readerSum(f)
+}
+
+func readerSum(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
