@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -113,13 +115,13 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 	}
 
-	td, err := os.MkdirTemp(s.snapshotsRoot(), tempDirPrefix)
+	name, err := s.mkdirPending()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %q: create directory: %w", key, err)
 	}
-	name := filepath.Base(td)
-	s.addPending(name)
 	defer s.donePending(name)
+	td := filepath.Join(s.snapshotsRoot(), name)
+	testHook("create:mkdir")
 	var final string
 	defer func() {
 		if err == nil {
@@ -171,6 +173,26 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	}
 	testHook("create:recorded")
 	return s.mounts(snap, what == kindExtract), nil
+}
+
+// mkdirPending creates a new-* directory under snapshots/ and returns its
+// name, already marked pending: a concurrent Cleanup lists the directory
+// only after it is in s.pending, so it never takes it for an orphan (with
+// os.MkdirTemp the name is known only once the directory exists, and a
+// Cleanup in between removed it from under the Prepare).
+func (s *Snapshotter) mkdirPending() (string, error) {
+	for {
+		name := tempDirPrefix + strconv.FormatUint(rand.Uint64(), 36)
+		s.addPending(name)
+		err := os.Mkdir(filepath.Join(s.snapshotsRoot(), name), 0o700)
+		if err == nil {
+			return name, nil
+		}
+		s.donePending(name)
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
 }
 
 // populate creates the files a new snapshot starts with in dir.

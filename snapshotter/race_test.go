@@ -64,3 +64,35 @@ func TestCommitTwice(t *testing.T) {
 		t.Errorf("c2 exists: %v", err)
 	}
 }
+
+// TestCleanupDuringPrepare: a Cleanup that runs right after Prepare made
+// its new-* directory must not take it for an orphan. With os.MkdirTemp
+// the directory existed before it was marked pending, and a Cleanup in
+// that window removed it: the Prepare failed.
+func TestCleanupDuringPrepare(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	old := testHook
+	t.Cleanup(func() { testHook = old })
+	var cleanupErr error
+	testHook = func(step string) {
+		if step == "create:mkdir" {
+			cleanupErr = s.Cleanup(ctx)
+		}
+	}
+	ms, err := s.Prepare(ctx, "w", "")
+	if err != nil {
+		t.Fatalf("Prepare with a Cleanup in the middle: %v", err)
+	}
+	testHook = old
+	if cleanupErr != nil {
+		t.Fatal(cleanupErr)
+	}
+	if len(ms) != 1 {
+		t.Fatalf("mounts %+v, want the ext4 rwlayer alone", ms)
+	}
+	if _, err := os.Stat(ms[0].Source); err != nil {
+		t.Errorf("writable layer of the prepared snapshot: %v", err)
+	}
+}
