@@ -144,7 +144,10 @@ END {
 		ec = cpu[ke] - noucpu[kb]; oc = cpu[ko] - noucpu[kb]
 		inf = (p[2] ~ /zstd/) ? "n/a (zstd)" : p[1]
 		printf "| %s | %s | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f |\n", p[2], inf, e, o, (o > 0 ? e / o : 0), ec, oc, (oc > 0 ? ec / oc : 0), tot[ke], tot[ko], nou[kb]
+		bench[i] = sprintf("BENCH unpack image=%s inflater=%s erofs_vm_s=%.2f overlayfs_s=%.2f erofs_vm_cpu_s=%.2f overlayfs_cpu_s=%.2f", p[2], (p[2] ~ /zstd/) ? "none" : p[1], e, o, ec, oc)
 	}
+	# Machine-readable lines for hack/bench/report.sh (convention documented there).
+	for (i = 1; i <= n; i++) print bench[i]
 }' "$results"
 echo
 echo "ratio = erofs-vm unpack / overlayfs+walking unpack (goal ≤ 0.6×). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
