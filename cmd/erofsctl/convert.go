@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
 func init() {
@@ -123,9 +124,11 @@ func convertAtomic(ctx context.Context, out string, src io.Reader, sync bool) (*
 		return nil, err
 	}
 	ok = true
-	if d, err := os.Open(filepath.Dir(out)); sync && err == nil {
-		_ = d.Sync() // make the rename durable; best effort
-		d.Close()
+	if sync {
+		// The rename itself must survive a crash too.
+		if err := layout.SyncDir(filepath.Dir(out)); err != nil {
+			return nil, err
+		}
 	}
 	return stats, nil
 }

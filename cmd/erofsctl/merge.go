@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 	"github.com/erofs-vm/containerd-erofs/vmdk"
 )
 
@@ -84,12 +85,8 @@ func merge(ctx context.Context, out, vmdkOut string, layers []string) (*erofs.FS
 	}
 	ok = true
 	// The rename itself must survive a crash too.
-	if d, err := os.Open(filepath.Dir(out)); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return nil, err
-		}
+	if err := layout.SyncDir(filepath.Dir(out)); err != nil {
+		return nil, err
 	}
 	return meta, nil
 }
