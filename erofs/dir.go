@@ -127,7 +127,7 @@ func (w *dirWalker) walk(path string, dir *Node) error {
 		}
 		switch kind {
 		case syscall.S_IFREG:
-			if err := w.copyData(full, n, st.Size); err != nil {
+			if err := w.copyData(full, n, st); err != nil {
 				return err
 			}
 		case syscall.S_IFLNK:
@@ -149,12 +149,26 @@ func (w *dirWalker) walk(path string, dir *Node) error {
 	return nil
 }
 
-func (w *dirWalker) copyData(path string, n *Node, size int64) error {
-	f, err := os.Open(path)
+// copyData streams the regular file at path, which lstat described as st,
+// into the image. The tree may be one a container can still change (an
+// overlay upper): the open neither follows a symlink nor blocks on a fifo
+// swapped in since the lstat, and the opened file must be the inode that
+// was stat'ed, so the layer never takes in a file from outside the tree.
+func (w *dirWalker) copyData(path string, n *Node, st *unix.Stat_t) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("erofs: %w", err)
+		return fmt.Errorf("erofs: %w", &os.PathError{Op: "open", Path: path, Err: err})
 	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return fmt.Errorf("erofs: %w", &os.PathError{Op: "fstat", Path: path, Err: err})
+	}
+	if fst.Dev != st.Dev || fst.Ino != st.Ino || fst.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fmt.Errorf("erofs: %s: replaced while converting", path)
+	}
+	size := st.Size
 	blk, err := w.data.writeFile(f, size)
 	if err != nil {
 		return fmt.Errorf("erofs: %s: %w", path, err)
