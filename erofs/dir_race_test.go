@@ -11,35 +11,41 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestConvertDirFileSwapped: between the lstat that saw a regular file and
-// the open that reads it, a container writing the tree (an overlay upper)
-// can swap the name. ConvertDir must refuse, never read through a symlink
-// to a host file and never block on a fifo.
+// TestConvertDirFileSwapped: between the lstat that saw a file or a
+// directory and the open that reads it, a container writing the tree (an
+// overlay upper) can swap the name. ConvertDir must refuse: never read or
+// walk through a symlink to a host path, never block on a fifo.
 func TestConvertDirFileSwapped(t *testing.T) {
-	secret := filepath.Join(t.TempDir(), "host-secret")
+	host := t.TempDir()
+	secret := filepath.Join(host, "host-secret")
 	if err := os.WriteFile(secret, []byte("host only"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	makeFile := func(p string) error { return os.WriteFile(p, []byte("container data"), 0o644) }
+	makeDir := func(p string) error { return os.Mkdir(p, 0o755) }
 	for _, tc := range []struct {
 		name string
-		swap func(p string) error
+		make func(p string) error // what lstat sees
+		swap func(p string) error // what is there at the open
 		want string
 	}{
-		{"symlink to a host file", func(p string) error { return os.Symlink(secret, p) }, "too many levels of symbolic links"},
-		{"fifo", func(p string) error { return unix.Mkfifo(p, 0o644) }, "replaced while converting"},
-		{"another regular file", func(p string) error { return os.WriteFile(p, []byte("other"), 0o644) }, "replaced while converting"},
+		{"file to symlink to a host file", makeFile, func(p string) error { return os.Symlink(secret, p) }, "too many levels of symbolic links"},
+		{"file to fifo", makeFile, func(p string) error { return unix.Mkfifo(p, 0o644) }, "replaced while converting"},
+		{"file to another file", makeFile, func(p string) error { return os.WriteFile(p, []byte("other"), 0o644) }, "replaced while converting"},
+		{"dir to symlink to a host dir", makeDir, func(p string) error { return os.Symlink(host, p) }, "not a directory"},
+		{"dir to another dir", makeDir, makeDir, "replaced while converting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := filepath.Join(dir, "f")
-			if err := os.WriteFile(p, []byte("container data"), 0o644); err != nil {
+			if err := tc.make(p); err != nil {
 				t.Fatal(err)
 			}
 			var st unix.Stat_t
 			if err := unix.Lstat(p, &st); err != nil {
 				t.Fatal(err)
 			}
-			// Keep the old inode alive so the new file cannot reuse its number.
+			// Keep the old inode alive so the new one cannot reuse its number.
 			keep, err := os.Open(p)
 			if err != nil {
 				t.Fatal(err)
@@ -51,6 +57,11 @@ func TestConvertDirFileSwapped(t *testing.T) {
 			if err := tc.swap(p); err != nil {
 				t.Fatal(err)
 			}
+			dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(dirfd)
 
 			dst, err := os.Create(filepath.Join(t.TempDir(), "img"))
 			if err != nil {
@@ -62,14 +73,18 @@ func TestConvertDirFileSwapped(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.data.close()
-			w := &dirWalker{builder: c, ctx: context.Background()}
-			n := &Node{Mode: syscall.S_IFREG | 0o644}
-			err = w.copyData(p, n, &st)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
-				t.Fatalf("copyData after the swap: %v; want an error naming %s and saying %q", err, p, tc.want)
+			w := &dirWalker{builder: c, ctx: context.Background(), links: map[devIno]*Node{}}
+			n := &Node{Mode: st.Mode}
+			if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+				err = w.walkSub(dirfd, "f", p, n, &st)
+			} else {
+				err = w.copyData(dirfd, "f", p, n, &st)
 			}
-			if c.data.written != 0 {
-				t.Errorf("%d bytes taken into the image", c.data.written)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("after the swap: %v; want an error naming %s and saying %q", err, p, tc.want)
+			}
+			if c.data.written != 0 || c.tree.Len() != 0 {
+				t.Errorf("%d bytes and %d names taken in", c.data.written, c.tree.Len())
 			}
 		})
 	}

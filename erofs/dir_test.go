@@ -52,6 +52,7 @@ func TestConvertDir(t *testing.T) {
 	must(unix.Lsetxattr(filepath.Join(src, "etc/passwd"), "user.k", []byte("v"), 0))
 	must(unix.Lsetxattr(filepath.Join(src, "etc/passwd"), "security.s", []byte("sec"), 0))
 	must(unix.Lsetxattr(filepath.Join(src, "tmp/link"), "trusted.on-link", []byte("l"), 0))
+	must(unix.Lsetxattr(src, "user.on-root", []byte("r"), 0)) // read through the root's fd
 	must(os.Lchown(filepath.Join(src, "etc/big"), 1000, 70000))
 	must(os.Lchown(filepath.Join(src, "tmp/link"), 5, 6))
 	mkdir("sock", 0o755)
