@@ -46,7 +46,9 @@ stop_daemon() {
 cleanup() {
 	stop_daemon
 	# Mounts the daemon left (mount manager) and immutable layer files.
-	grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	# || true: grep finds nothing when nothing is mounted, and under
+	# pipefail + set -e that would end cleanup here, leaving $work behind.
+	{ grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	chattr -R -f -i "$work" 2>/dev/null || true
 	rm -rf "$work"
 }
