@@ -3,7 +3,8 @@
 #
 # `make bench` runs every other hack/bench/*.sh and saves what each printed
 # on stdout in _output/bench/<script>.md (and touches <script>.failed when
-# it exits non-zero), then runs this script, which does not run any
+# it exits non-zero; a hand-written <script>.note is quoted under the
+# script's heading, e.g. to say it was rerun alone), then runs this script, which does not run any
 # benchmark itself: it assembles those outputs with a description of the
 # machine (nproc, CPU model, memory, kernel, userland, date, load) and the
 # command, and draws the plots (hack/bench/report, Go, hand-written SVG).

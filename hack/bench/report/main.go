@@ -33,6 +33,7 @@ type Output struct {
 	Tables   []Table  // the markdown tables in it
 	Records  []Record // its BENCH lines
 	Failed   bool     // the script exited non-zero
+	Note     string   // <script>.note: how this output came about, if unusual
 }
 
 // Table is one markdown table and the heading above it.
@@ -94,6 +95,9 @@ func readOutputs(dir string) ([]Output, error) {
 		o.Script = strings.TrimSuffix(filepath.Base(p), ".md")
 		if _, err := os.Stat(strings.TrimSuffix(p, ".md") + ".failed"); err == nil {
 			o.Failed = true
+		}
+		if b, err := os.ReadFile(strings.TrimSuffix(p, ".md") + ".note"); err == nil {
+			o.Note = strings.TrimSpace(string(b))
 		}
 		outs = append(outs, o)
 	}
@@ -286,6 +290,9 @@ func renderReport(outs []Output, m Machine, command, svgName string, noPlot bool
 			b.WriteString(" **FAILED** (non-zero exit; what it printed before is below)")
 		}
 		b.WriteString("\n\n")
+		if o.Note != "" {
+			fmt.Fprintf(&b, "> %s\n\n", o.Note)
+		}
 		if o.Markdown == "" {
 			b.WriteString("(no output)\n")
 			continue

@@ -43,6 +43,7 @@ func writeResults(t *testing.T) string {
 	dir := t.TempDir()
 	files := map[string]string{
 		"unpack.md": unpackOut, "fsmeta.md": fsmetaOut, "convert.md": convertOut, "convert.failed": "",
+		"fsmeta.note": "rerun alone\n",
 	}
 	for n, c := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
@@ -194,7 +195,7 @@ func TestRenderReport(t *testing.T) {
 		"| command | `make bench` |", "![unpack time and fsmeta scaling](BENCHMARKS.svg)",
 		"## convert.sh", "**FAILED**", "## fsmeta.sh", "## unpack.sh",
 		"### fsmeta: scaling", "| debian-3layer.oci.tar | igzip | 1.50 | 2.80 | 0.54× |",
-		"[unpack.sh](#unpacksh)",
+		"[unpack.sh](#unpacksh)", "## fsmeta.sh\n\n`hack/bench/fsmeta.sh`\n\n> rerun alone\n\n###",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q:\n%s", s, md)
