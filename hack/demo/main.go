@@ -141,7 +141,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.begin("Import %s and unpack it with the erofs-vm snapshotter and differ", integration.E2EArchive)
 	t0 := time.Now()
-	stopSpin := d.spin("converting each layer to EROFS, then fsmeta + merged.vmdk per commit")
+	stopSpin := d.spin("layers → EROFS, then fsmeta + merged.vmdk per commit")
 	layers, err := integration.ImportAndUnpack(ctx, d.client, archive, integration.E2EImage, integration.E2ESnapshotter)
 	stopSpin()
 	if err != nil {
@@ -200,7 +200,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stopSpin = d.spin("guest kernel 6.12 boots, mounts erofs + ext4 + overlay, runs the image's programs")
+	stopSpin = d.spin("guest boots, mounts erofs + ext4 + overlay, runs the image")
 	rep, res, err := integration.BootContainer(ctx, mounts, false, guestText, guest.Config{Assets: &assets, Timeout: guestTimeout})
 	stopSpin()
 	if err != nil {
@@ -378,7 +378,18 @@ func (d *demo) spin(what string) func() {
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			d.say("\r\033[K%s   %s%s … %.0f s%s", d.stamp(), d.dim(), what, time.Since(t0).Seconds(), d.reset())
+			// One terminal line (a wrapped line cannot be rewritten with
+			// \r): what is cut to fit, the seconds counter always shows.
+			prefix := d.stamp() + "   "
+			suffix := fmt.Sprintf(" … %.0f s", time.Since(t0).Seconds())
+			if room := termWidth() - 1 - len([]rune(prefix)) - len([]rune(suffix)); len([]rune(what)) > room {
+				suffix = fmt.Sprintf(" %.0f s", time.Since(t0).Seconds())
+			}
+			text := []rune(what)
+			if room := termWidth() - 1 - len([]rune(prefix)) - len([]rune(suffix)); len(text) > room {
+				text = append(text[:max(room-1, 0)], '…')
+			}
+			d.say("\r\033[K%s%s%s%s%s", d.dim(), prefix, string(text), suffix, d.reset())
 			select {
 			case <-stop:
 				d.say("\r\033[K")
@@ -401,6 +412,15 @@ func (d *demo) dim() string   { return d.esc("2") }
 func (d *demo) green() string { return d.esc("32") }
 func (d *demo) red() string   { return d.esc("31") }
 func (d *demo) reset() string { return d.esc("0") }
+
+// termWidth is the width of the terminal on stdout, 80 if unknown.
+func termWidth() int {
+	ws, err := unix.IoctlGetWinsize(int(os.Stdout.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col < 20 {
+		return 80
+	}
+	return int(ws.Col)
+}
 
 func isTTY(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
