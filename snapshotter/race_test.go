@@ -3,8 +3,11 @@ package snapshotter
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 )
 
@@ -95,4 +98,53 @@ func TestCleanupDuringPrepare(t *testing.T) {
 	if _, err := os.Stat(ms[0].Source); err != nil {
 		t.Errorf("writable layer of the prepared snapshot: %v", err)
 	}
+}
+
+// TestRWFormatDoesNotBlockCachedSizes: while mkfs.ext4 formats the
+// template of a new size, a Prepare whose size is already cached proceeds.
+// rwMu used to be held across the mkfs run, so every writable Prepare
+// waited for it.
+func TestRWFormatDoesNotBlockCachedSizes(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	if _, err := s.Prepare(ctx, "cached-0", ""); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	old := testHook
+	t.Cleanup(func() { testHook = old })
+	testHook = func(step string) {
+		if step == "rwlayer:format" {
+			close(entered)
+			<-release
+		}
+	}
+	newSize := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "new-size", "", snapshots.WithLabels(map[string]string{snapshots.LabelSnapshotMaxSize: strconv.Itoa(32 << 20)}))
+		newSize <- err
+	}()
+	<-entered
+	cached := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "cached-1", "")
+		cached <- err
+	}()
+	select {
+	case err := <-cached:
+		if err != nil {
+			t.Errorf("Prepare of a cached size: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		// Not a timing assert: a deadlock detector. Release the formatter
+		// so the test ends.
+		close(release)
+		t.Fatal("Prepare of a cached size waits for mkfs.ext4 of another size")
+	}
+	close(release)
+	if err := <-newSize; err != nil {
+		t.Fatalf("Prepare of a new size: %v", err)
+	}
+	testHook = old
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,41 +82,60 @@ func (s *Snapshotter) createRWLayer(ctx context.Context, dir string, size int64)
 }
 
 // rwCached opens the cached formatted template of size bytes, making it if
-// needed. It is opened under the lock, so evicting it later cannot pull it
-// from under a copy.
+// needed. A cached template is opened under rwMu, so evicting it later
+// cannot pull it from under a copy. mkfs.ext4 runs without the lock (one
+// run per size at a time): formatting a new size must not stall the
+// Prepares whose size is already cached.
 func (s *Snapshotter) rwCached(ctx context.Context, size int64) (*os.File, error) {
-	s.rwMu.Lock()
-	defer s.rwMu.Unlock()
-	path, err := s.rwCachedPath(ctx, size)
-	if err != nil {
-		return nil, err
-	}
-	return os.Open(path)
-}
-
-// rwCachedPath is rwCached's lookup; the caller holds rwMu.
-func (s *Snapshotter) rwCachedPath(ctx context.Context, size int64) (string, error) {
 	dir := filepath.Join(s.root, rwCacheDirName)
 	path := filepath.Join(dir, strconv.FormatInt(size, 10)+".img")
-	for i, p := range s.rwSizes {
-		if p == path {
+	for {
+		s.rwMu.Lock()
+		if i := slices.Index(s.rwSizes, path); i >= 0 {
 			// Most recently used last.
-			s.rwSizes = append(append(s.rwSizes[:i:i], s.rwSizes[i+1:]...), p)
-			return path, nil
+			s.rwSizes = append(append(s.rwSizes[:i:i], s.rwSizes[i+1:]...), path)
+			f, err := os.Open(path)
+			s.rwMu.Unlock()
+			return f, err
 		}
+		if busy, ok := s.rwFormatting[path]; ok {
+			s.rwMu.Unlock()
+			select {
+			case <-busy:
+				continue // formatted, or failed: look again
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if s.rwFormatting == nil {
+			s.rwFormatting = map[string]chan struct{}{}
+		}
+		done := make(chan struct{})
+		s.rwFormatting[path] = done
+		s.rwMu.Unlock()
+
+		err := os.MkdirAll(dir, 0o700)
+		if err == nil {
+			testHook("rwlayer:format")
+			err = s.formatRWLayer(ctx, path, size)
+		}
+
+		s.rwMu.Lock()
+		delete(s.rwFormatting, path)
+		close(done)
+		if err != nil {
+			s.rwMu.Unlock()
+			return nil, err
+		}
+		s.rwSizes = append(s.rwSizes, path)
+		if len(s.rwSizes) > rwCacheMax {
+			os.Remove(s.rwSizes[0])
+			s.rwSizes = s.rwSizes[1:]
+		}
+		f, err := os.Open(path)
+		s.rwMu.Unlock()
+		return f, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	if err := s.formatRWLayer(ctx, path, size); err != nil {
-		return "", err
-	}
-	s.rwSizes = append(s.rwSizes, path)
-	if len(s.rwSizes) > rwCacheMax {
-		os.Remove(s.rwSizes[0])
-		s.rwSizes = s.rwSizes[1:]
-	}
-	return path, nil
 }
 
 // formatRWLayer makes the ext4 image at path with mkfs.ext4 (temp, fsync,

@@ -47,9 +47,12 @@ type Snapshotter struct {
 	// locks serialises the file work of Commit and Remove on one snapshot id.
 	locks idLocks
 
-	// rwMu guards rwSizes, the cached ext4 templates, least recently used first.
-	rwMu    sync.Mutex
-	rwSizes []string
+	// rwMu guards rwSizes, the cached ext4 templates, least recently used
+	// first, and rwFormatting, the templates being formatted (closed when
+	// done). It is never held while mkfs.ext4 runs.
+	rwMu         sync.Mutex
+	rwSizes      []string
+	rwFormatting map[string]chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
