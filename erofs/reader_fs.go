@@ -8,8 +8,9 @@ import (
 	"syscall"
 )
 
-// The fs.FS face of an Image. Paths are fs.ValidPath names relative to the
-// root; symlinks are never followed (Lstat semantics throughout).
+// The fs.FS face of an Image. Paths are fs.ValidPath-shaped names relative
+// to the root, except that names need not be UTF-8; symlinks are never
+// followed (Lstat semantics throughout).
 
 var (
 	_ fs.FS         = (*Image)(nil)
@@ -24,7 +25,12 @@ const maxSymlinkSize = 4095
 // resolve walks name from the root. A directory met twice on the way is a
 // cycle (EROFS has no directory hard links), reported as corruption.
 func (im *Image) resolve(op, name string) (*imgInode, error) {
-	if !fs.ValidPath(name) {
+	// fs.ValidPath also demands UTF-8, but layers keep names byte for byte
+	// (Linux names are bytes, and DESIGN/issue 8 require them preserved):
+	// check only the shape of the path (no empty, "." or ".." elements, no
+	// leading or trailing slash). Replacing invalid bytes cannot add a "/"
+	// or a dot, so the shape check is the same as on the real name.
+	if !fs.ValidPath(strings.ToValidUTF8(name, "x")) {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
 	in, err := im.inode(uint64(im.sb.RootNid))
