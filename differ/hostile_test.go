@@ -144,4 +144,3 @@ func mountLayer(t *testing.T, image string) string {
 	})
 	return mnt
 }
-
