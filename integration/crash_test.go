@@ -335,28 +335,56 @@ func (r *crashRun) run(op string) error {
 
 // removeAll removes every snapshot of the namespace, children first.
 func (r *crashRun) removeAll(ctx context.Context) error {
-	infos, err := rcSnapshots(ctx, r.c)
-	if err != nil {
-		return err
-	}
-	depth := func(n string) int {
-		d := 0
-		for i, ok := infos[n]; ok && i.Parent != ""; i, ok = infos[i.Parent] {
-			d++
+	// A listing can be stale by the time it is acted on: a client-side
+	// unpack cut by an earlier kill may still prepare a snapshot after
+	// the daemon came back, so a parent removed from an old listing can
+	// have a child it never saw ("cannot remove snapshot with child").
+	// Pass again over a fresh listing until the namespace is empty; give
+	// up only when a whole pass removes nothing.
+	var lastErr error
+	for pass := 0; pass < 10; pass++ {
+		infos, err := rcSnapshots(ctx, r.c)
+		if err != nil {
+			return err
 		}
-		return d
-	}
-	names := keys(infos)
-	sort.SliceStable(names, func(a, b int) bool { return depth(names[a]) > depth(names[b]) })
-	for _, n := range names {
-		// NotFound: a GC running meanwhile (the one 100 ms after
-		// startup, or one a mutation scheduled) took it once its child
-		// was gone.
-		if err := r.c.SnapshotService("erofs-vm").Remove(ctx, n); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("remove %s: %w", n, err)
+		if len(infos) == 0 {
+			return nil
 		}
+		depth := func(n string) int {
+			d := 0
+			for i, ok := infos[n]; ok && i.Parent != ""; i, ok = infos[i.Parent] {
+				d++
+			}
+			return d
+		}
+		names := keys(infos)
+		sort.SliceStable(names, func(a, b int) bool { return depth(names[a]) > depth(names[b]) })
+		removed := 0
+		lastErr = nil
+		for _, n := range names {
+			// NotFound: a GC running meanwhile (the one 100 ms after
+			// startup, or one a mutation scheduled) took it once its
+			// child was gone.
+			err := r.c.SnapshotService("erofs-vm").Remove(ctx, n)
+			switch {
+			case err == nil:
+				removed++
+			case errdefs.IsNotFound(err):
+			case errdefs.IsFailedPrecondition(err):
+				lastErr = fmt.Errorf("remove %s: %w", n, err)
+			default:
+				return fmt.Errorf("remove %s: %w", n, err)
+			}
+		}
+		if lastErr == nil {
+			return nil
+		}
+		if removed == 0 && pass > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return nil
+	return lastErr
 }
 
 // after restores what an operation cut by a crash left for the next one,
