@@ -54,7 +54,7 @@ func BenchmarkApplyRootfs(b *testing.B) {
 		{"zstd", ocispec.MediaTypeImageLayerZstd, []string{"zstd", "-3", "-q", "-c", layer}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			f := newFixture(&testing.T{})
+			f := newFixture(b)
 			f.d = New(f.store, Config{})
 			blobPath := filepath.Join(b.TempDir(), "blob")
 			out, err := os.Create(blobPath)

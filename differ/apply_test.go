@@ -150,12 +150,12 @@ func (l *memLabels) Update(d digest.Digest, v map[string]string) (map[string]str
 }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	store content.Store
 	d     *Differ
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	cs, err := local.NewLabeledStore(t.TempDir(), &memLabels{m: map[digest.Digest]map[string]string{}})
 	if err != nil {
