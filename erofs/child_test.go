@@ -183,6 +183,8 @@ func TestConvertDeterministic(t *testing.T) {
 		entries = append(entries, e, hardlink(name+".hl", name), symlink(name+".sl", "f0"))
 	}
 	entries = append(entries, reg("d0/.wh.gone", 0o644, ""), reg("d1/.wh..wh..opq", 0o644, ""))
+	// Several data buffers' worth, so flushes happen mid-conversion.
+	entries = append(entries, reg("big", 0o644, strings.Repeat("0123456789abcdef", 5<<16)))
 	writeTar(t, p, tar.FormatPAX, entries)
 
 	want := runChild(t, "hash:"+p)
@@ -200,6 +202,28 @@ func TestConvertDeterministic(t *testing.T) {
 		if got := fileSHA(t, img); got != want {
 			t.Errorf("in-process image sha256 %s, child %s", got, want)
 		}
+	}
+	// StartWriteback changes when the bytes reach the disk, never which.
+	src, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	img := filepath.Join(t.TempDir(), "wb.erofs")
+	dst, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	stats, err := ConvertTar(context.Background(), dst, src, ConvertOptions{StartWriteback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.DataBytes < 2*dataBufSize {
+		t.Fatalf("only %d bytes of data: the writer flushed no full buffer", stats.DataBytes)
+	}
+	if got := fileSHA(t, img); got != want {
+		t.Errorf("image with StartWriteback: sha256 %s, without %s", got, want)
 	}
 }
 

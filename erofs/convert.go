@@ -5,6 +5,15 @@ type ConvertOptions struct {
 	// MaxImageSize, when > 0, fails the conversion once the image would
 	// exceed this many bytes (a defence against decompression bombs).
 	MaxImageSize int64
+
+	// StartWriteback asks the kernel to start writing each data buffer
+	// to disk as soon as it is in the page cache (sync_file_range
+	// SYNC_FILE_RANGE_WRITE), without waiting for it. A caller that
+	// fsyncs the image afterwards then waits only for the last few MiB
+	// and the metadata instead of the whole image: for a 121 MB layer
+	// that fsync went from ~65 ms to a few ms. It does not make anything
+	// durable by itself. Ignored when the file system does not support it.
+	StartWriteback bool
 }
 
 // ConvertStats reports what a conversion produced.

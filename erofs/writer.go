@@ -45,6 +45,8 @@ type dataWriter struct {
 	maxBlocks uint64 // 0: no limit
 	written   int64  // bytes of file data accepted
 
+	writeback *os.File // when set, writeback of each flushed buffer starts at once
+
 	spare   []byte     // the other buffer: being written, or free
 	pending chan error // result of the write in flight, nil if none
 	maps    [][]byte   // the mappings, unmapped by close
@@ -140,7 +142,15 @@ func (d *dataWriter) flush() error {
 	b, off := d.buf, d.off
 	done := make(chan error, 1)
 	d.pending = done
-	go func() { done <- writeRuns(d.w, b, off) }()
+	go func() {
+		err := writeRuns(d.w, b, off)
+		if err == nil && d.writeback != nil {
+			// Best effort: EINVAL/ESPIPE on file systems or files that
+			// do not support it changes nothing but the fsync's cost.
+			_ = unix.SyncFileRange(int(d.writeback.Fd()), off, int64(len(b)), unix.SYNC_FILE_RANGE_WRITE)
+		}
+		done <- err
+	}()
 	d.off += int64(len(b))
 	d.buf, d.spare = d.spare[:0], b
 	return nil
