@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
@@ -98,11 +97,11 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 		defer func() { progress(pr.n) }()
 		blob = pr
 	}
-	blob = bufio.NewReaderSize(&ctxReader{ctx: ctx, r: blob}, blobBufferSize)
+	buffered := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: blob}, blobBufferSize)
 
-	// DecompressStream runs igzip or unpigz when on PATH (several times
-	// faster than Go's inflate) and detects gzip/zstd/plain from the magic.
-	dc, err := compression.DecompressStream(blob)
+	// igzip or unpigz when on PATH (several times faster than any Go
+	// inflate); gzip/zstd/plain is detected from the magic.
+	dc, err := decompress(ctx, buffered)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("decompress: %w", err)
 	}
@@ -127,7 +126,7 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	}()
 
 	t0 := time.Now()
-	if _, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize}); err != nil {
+	if _, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize, StartWriteback: true}); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("convert to EROFS: %w", err)
 	}
 	// The diff ID covers the whole uncompressed stream, including the
