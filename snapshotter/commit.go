@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
@@ -45,6 +47,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 }
 
 func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snapshots.Opt) error {
+	start := time.Now()
 	var base snapshots.Info
 	for _, o := range opts {
 		if err := o(&base); err != nil {
@@ -157,6 +160,7 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	order = append(order, ownDiffID)
 
 	files := []string{s.layerPath(id)}
+	layerReady := time.Now()
 	if len(chain) > 0 {
 		if err := writeMerged(ctx, dir, layers); err != nil {
 			return err
@@ -178,6 +182,7 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 			}
 		}
 	}
+	mergedDone := time.Now() // fsmeta.erofs and merged.vmdk, if any
 	own[LabelLayerBlobPath] = s.layerPath(id)
 	own[LabelMountType] = committedMountType(len(layers))
 	if s.cfg.SetImmutable {
@@ -210,6 +215,13 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	}
 	testHook("commit:recorded")
 	s.dropWritable(ctx, id)
+	log.G(ctx).WithFields(log.Fields{
+		"d":      time.Since(start),
+		"layer":  layerReady.Sub(start), // validate, or convert the upper
+		"merged": mergedDone.Sub(layerReady),
+		"layers": len(layers),
+		"id":     id,
+	}).Debug("erofs-vm: snapshot committed")
 	return nil
 }
 
