@@ -253,10 +253,10 @@ func XattrIcount(size int) uint16 {
 func (sb *Superblock) Marshal() []byte { return marshal(sb, SuperblockSize) }
 
 // Marshal returns the 32 on-disk bytes of the inode.
-func (in *InodeCompact) Marshal() []byte { return marshal(in, InodeCompactSize) }
+func (in *InodeCompact) Marshal() []byte { return in.AppendTo(make([]byte, 0, InodeCompactSize)) }
 
 // Marshal returns the 64 on-disk bytes of the inode.
-func (in *InodeExtended) Marshal() []byte { return marshal(in, InodeExtendedSize) }
+func (in *InodeExtended) Marshal() []byte { return in.AppendTo(make([]byte, 0, InodeExtendedSize)) }
 
 // Marshal returns the 12 on-disk bytes of the dirent.
 func (d *Dirent) Marshal() []byte { return marshal(d, DirentSize) }

@@ -110,13 +110,13 @@ func (n *Node) appendInode(b []byte, ino uint32) []byte {
 			U: u, Ino: ino, UID: n.UID, GID: n.GID,
 			Mtime: uint64(n.Mtime), MtimeNsec: n.MtimeNsec, Nlink: n.nlink,
 		}
-		b = append(b, rec.Marshal()...)
+		b = rec.AppendTo(b)
 	} else {
 		rec := InodeCompact{
 			Format: format, XattrCount: icount, Mode: uint16(n.Mode), Nlink: uint16(n.nlink),
 			Size: uint32(n.Data.Size), U: u, Ino: ino, UID: uint16(n.UID), GID: uint16(n.GID),
 		}
-		b = append(b, rec.Marshal()...)
+		b = rec.AppendTo(b)
 	}
 	return appendXattrIbody(b, n.Xattrs)
 }

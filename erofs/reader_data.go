@@ -86,9 +86,7 @@ func (im *Image) mapAt(in *imgInode, off uint64) (Extent, error) {
 		var blk uint32
 		if unit == ChunkIndexSize {
 			var ci ChunkIndex
-			if err := Unmarshal(b[:], &ci); err != nil {
-				return Extent{}, err
-			}
+			ci.decode(b[:])
 			blk = ci.BlkAddr
 			e.Device = ci.DeviceID & im.devMask
 		} else {

@@ -157,9 +157,7 @@ func (im *Image) inode(nid uint64) (*imgInode, error) {
 			return nil, fmt.Errorf("extended inode nid %d: %w", nid, err)
 		}
 		var di InodeExtended
-		if err := Unmarshal(b[:], &di); err != nil {
-			return nil, err
-		}
+		di.decode(b[:])
 		in.Extended = true
 		in.isize = InodeExtendedSize
 		in.xcount = di.XattrCount
@@ -175,9 +173,7 @@ func (im *Image) inode(nid uint64) (*imgInode, error) {
 		}
 	} else {
 		var dc InodeCompact
-		if err := Unmarshal(b[:InodeCompactSize], &dc); err != nil {
-			return nil, err
-		}
+		dc.decode(b[:InodeCompactSize])
 		in.isize = InodeCompactSize
 		in.xcount = dc.XattrCount
 		in.Mode = uint32(dc.Mode)
