@@ -11,11 +11,12 @@
 # with CONTAINERD_DISABLE_IGZIP=1 (Go's gzip), the gzip fallback both
 # differs share. Needs root and `make build test-image` (bin/, _output/images).
 #
-#   hack/bench/unpack.sh [runs]
+#   hack/bench/unpack.sh [runs]   (default 5: overlayfs's unpack alone swings
+#                                  by 2-3x from run to run on this machine kind)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
-runs=${1:-3}
+runs=${1:-5}
 
 log() { printf '[bench/unpack] %s\n' "$*" >&2; }
 [[ $(id -u) == 0 ]] || { log "must run as root"; exit 1; }
@@ -128,14 +129,25 @@ echo
 echo "unpack = best \`import --snapshotter X\` − best \`import --no-unpack\` (content already present), wall time;"
 echo "unpack CPU = the same for the CPU time of the daemon and the inflaters it ran (robust to a busy host)."
 echo
-echo "| image | gzip inflater | erofs-vm unpack | overlayfs+walking unpack | ratio | erofs-vm unpack CPU | overlayfs unpack CPU | CPU ratio | erofs-vm import | overlayfs import | --no-unpack import |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "median ratio = the same computed from the medians of the $runs runs instead of the best."
+echo
+echo "| image | gzip inflater | erofs-vm unpack | overlayfs+walking unpack | ratio | median ratio | erofs-vm unpack CPU | overlayfs unpack CPU | CPU ratio | erofs-vm import | overlayfs import | --no-unpack import |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 # fields: label archive sn run total-wall total-cpu base-wall base-cpu
 awk '
 function min(a, k, v) { if (!(k in a) || v < a[k]) a[k] = v }
+# add(k, v) keeps every value of key k, for median(k).
+function add(k, v) { vals[k, ++cnt[k]] = v }
+function median(k,    i, j, m, t, s) {
+	m = cnt[k]
+	for (i = 1; i <= m; i++) s[i] = vals[k, i]
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && s[j - 1] > s[j]; j--) { t = s[j]; s[j] = s[j - 1]; s[j - 1] = t }
+	return (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+}
 {
 	k = $1 SUBSEP $2 SUBSEP $3; kb = $1 SUBSEP $2
 	min(tot, k, $5); min(cpu, k, $6); min(nou, kb, $7); min(noucpu, kb, $8)
+	add("t" SUBSEP k, $5); add("n" SUBSEP kb, $7)
 	if (!(kb in seen)) { seen[kb] = 1; order[++n] = kb }
 }
 END {
@@ -144,8 +156,9 @@ END {
 		kb = p[1] SUBSEP p[2]; ke = kb SUBSEP "erofs-vm"; ko = kb SUBSEP "overlayfs"
 		e = tot[ke] - nou[kb]; o = tot[ko] - nou[kb]
 		ec = cpu[ke] - noucpu[kb]; oc = cpu[ko] - noucpu[kb]
+		mn = median("n" SUBSEP kb); me = median("t" SUBSEP ke) - mn; mo = median("t" SUBSEP ko) - mn
 		inf = (p[2] ~ /zstd/) ? "n/a (zstd)" : p[1]
-		printf "| %s | %s | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f |\n", p[2], inf, e, o, (o > 0 ? e / o : 0), ec, oc, (oc > 0 ? ec / oc : 0), tot[ke], tot[ko], nou[kb]
+		printf "| %s | %s | %.2f | %.2f | %.2f× | %.2f× | %.2f | %.2f | %.2f× | %.2f | %.2f | %.2f |\n", p[2], inf, e, o, (o > 0 ? e / o : 0), (mo > 0 ? me / mo : 0), ec, oc, (oc > 0 ? ec / oc : 0), tot[ke], tot[ko], nou[kb]
 		bench[i] = sprintf("BENCH unpack image=%s inflater=%s erofs_vm_s=%.2f overlayfs_s=%.2f erofs_vm_cpu_s=%.2f overlayfs_cpu_s=%.2f", p[2], (p[2] ~ /zstd/) ? "none" : p[1], e, o, ec, oc)
 	}
 	# Machine-readable lines for hack/bench/report.sh (convention documented there).
