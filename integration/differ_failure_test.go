@@ -91,14 +91,20 @@ func TestDifferApplyFailures(t *testing.T) {
 		corrupt[i] ^= 0xa5
 	}
 	escape := differTar(t, "etc/", "../../escaped")
+	wrongDiffID := digest.FromString("some other layer")
 	tests := []struct {
 		name  string
 		layer ociLayer
+		also  string // a further substring the error must hold
 	}{
-		{"diff ID mismatch", ociLayer{gz, ocispec.MediaTypeImageLayerGzip, digest.FromString("some other layer")}},
-		{"truncated gzip", ociLayer{gz[:len(gz)*2/3], ocispec.MediaTypeImageLayerGzip, digest.FromBytes(good)}},
-		{"corrupt zstd", ociLayer{corrupt, ocispec.MediaTypeImageLayerZstd, digest.FromBytes(good)}},
-		{"escape", ociLayer{differGzip(escape), ocispec.MediaTypeImageLayerGzip, digest.FromBytes(escape)}},
+		// The snapshotter passes the unpacker's diff ID label to the
+		// differ, so Apply itself refuses the blob, naming both digests
+		// (containerd's unpacker, checking after Apply, names only what
+		// it computed).
+		{"diff ID mismatch", ociLayer{gz, ocispec.MediaTypeImageLayerGzip, wrongDiffID}, "expected " + wrongDiffID.String()},
+		{"truncated gzip", ociLayer{gz[:len(gz)*2/3], ocispec.MediaTypeImageLayerGzip, digest.FromBytes(good)}, ""},
+		{"corrupt zstd", ociLayer{corrupt, ocispec.MediaTypeImageLayerZstd, digest.FromBytes(good)}, ""},
+		{"escape", ociLayer{differGzip(escape), ocispec.MediaTypeImageLayerGzip, digest.FromBytes(escape)}, "escapes"},
 	}
 	d := StartDaemon(t, DaemonOptions{})
 	c := d.Client(t)
@@ -113,6 +119,9 @@ func TestDifferApplyFailures(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), blob.Encoded()) {
 				t.Errorf("error does not name the blob %s:\n%v", blob, err)
+			}
+			if tc.also != "" && !strings.Contains(err.Error(), tc.also) {
+				t.Errorf("error does not say %q:\n%v", tc.also, err)
 			}
 			t.Logf("case %d: %v", i, err)
 			waitNoLeftovers(t, d, c)

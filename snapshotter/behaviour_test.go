@@ -9,6 +9,9 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
 // TestErrors pins the errdefs class of each misuse and that the message
@@ -311,5 +314,42 @@ func TestContainerLayerOrder(t *testing.T) {
 	}
 	if info.Labels["user"] != "label" {
 		t.Errorf("commit labels lost: %v", info.Labels)
+	}
+}
+
+// TestExtractMarker: an extract Prepare hands the diff ID containerd's
+// unpacker names in its labels to the differ through the marker, so Apply
+// can refuse a mismatching blob before layer.erofs exists; without (or
+// with an unparsable) label the marker is empty, as the differ expects.
+func TestExtractMarker(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	diffID := digest.FromString("layer")
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   layout.Marker
+	}{
+		{"diff ID named", map[string]string{snapshots.LabelSnapshotRef: "c1", snapshots.LabelSnapshotDiffID: diffID.String()}, layout.Marker{DiffID: diffID}},
+		{"no diff ID", map[string]string{snapshots.LabelSnapshotRef: "c2"}, layout.Marker{}},
+		{"unparsable diff ID", map[string]string{snapshots.LabelSnapshotRef: "c3", snapshots.LabelSnapshotDiffID: "sha256:nothex"}, layout.Marker{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms, err := s.Prepare(ctx, "extract-"+tc.name, "", snapshots.WithLabels(tc.labels))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != 1 || ms[0].Type != "bind" {
+				t.Fatalf("extract mounts %+v, want one bind", ms)
+			}
+			got, err := layout.ReadMarker(ms[0].Source)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("marker %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
@@ -141,7 +142,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	}
 	// populate leaves everything it made durable (files by
 	// temp+fsync+rename, then the directory synced).
-	if err := s.populate(ctx, td, what, parent, size); err != nil {
+	if err := s.populate(ctx, td, what, parent, size, base.Labels); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
 	testHook("create:populated")
@@ -196,12 +197,23 @@ func (s *Snapshotter) mkdirPending() (string, error) {
 }
 
 // populate creates the files a new snapshot starts with in dir.
-func (s *Snapshotter) populate(ctx context.Context, dir string, what snapshotKind, parent string, size int64) error {
+func (s *Snapshotter) populate(ctx context.Context, dir string, what snapshotKind, parent string, size int64, labels map[string]string) error {
 	switch what {
 	case kindExtract:
-		// Empty marker: the differ converts into directories that have one
-		// and replaces it with what it learnt about the layer.
-		return layout.WriteFileAtomic(filepath.Join(dir, layout.MarkerFile), nil, 0o644)
+		// The marker: the differ converts into directories that have one
+		// and replaces it with what it learnt about the layer. containerd's
+		// unpacker names the layer's diff ID at Prepare; passing it on lets
+		// Apply refuse a blob that does not match it before layer.erofs
+		// exists, with both digests in the error (without it, the
+		// unpacker compares after Apply and removes the snapshot).
+		var m layout.Marker
+		if d, err := digest.Parse(labels[snapshots.LabelSnapshotDiffID]); err == nil {
+			m.DiffID = d
+		}
+		if m == (layout.Marker{}) {
+			return layout.WriteFileAtomic(filepath.Join(dir, layout.MarkerFile), nil, 0o644)
+		}
+		return layout.WriteMarker(dir, m)
 	case kindView:
 		if parent != "" {
 			return nil // nothing of its own: its mounts are its parent's
