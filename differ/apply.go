@@ -126,8 +126,15 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	}()
 
 	t0 := time.Now()
-	if _, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize, StartWriteback: true}); err != nil {
+	stats, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize, StartWriteback: true})
+	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("convert to EROFS: %w", err)
+	}
+	if stats != nil && stats.SkippedCount > 0 {
+		// What a Linux extraction would drop too (xattrs outside the
+		// namespaces Linux stores); containerd's applier logs the same.
+		log.G(ctx).WithFields(log.Fields{"blob": desc.Digest, "count": stats.SkippedCount, "first": stats.Skipped[0]}).
+			Warn("erofs-vm: layer content no Linux file system can hold was left out")
 	}
 	// The diff ID covers the whole uncompressed stream, including the
 	// zero blocks and any padding after the tar's end-of-archive marker

@@ -18,9 +18,26 @@ type ConvertOptions struct {
 
 // ConvertStats reports what a conversion produced.
 type ConvertStats struct {
-	Entries    int64    // tar entries or directory entries read
-	Inodes     int64    // inodes written
-	ImageBytes int64    // size of the image
-	DataBytes  int64    // bytes of regular file data written
-	Skipped    []string // entries not representable (sockets in ConvertDir), with why
+	Entries    int64 // tar entries or directory entries read
+	Inodes     int64 // inodes written
+	ImageBytes int64 // size of the image
+	DataBytes  int64 // bytes of regular file data written
+	// Skipped says what was left out, and why: sockets (ConvertDir),
+	// xattrs no Linux file system stores (ConvertTar). It holds the first
+	// maxSkipped; SkippedCount counts them all (a macOS-built layer can
+	// carry one such xattr per file).
+	Skipped      []string
+	SkippedCount int64
+}
+
+// maxSkipped bounds ConvertStats.Skipped, so memory stays independent of
+// how many entries a layer has.
+const maxSkipped = 100
+
+// skip records one thing left out.
+func (s *ConvertStats) skip(what string) {
+	s.SkippedCount++
+	if len(s.Skipped) < maxSkipped {
+		s.Skipped = append(s.Skipped, what)
+	}
 }

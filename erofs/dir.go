@@ -119,7 +119,7 @@ func (w *dirWalker) walk(dirfd int, path string, dir *Node) error {
 		}
 		kind := st.Mode & syscall.S_IFMT
 		if kind == syscall.S_IFSOCK {
-			w.stats.Skipped = append(w.stats.Skipped, full+": socket")
+			w.stats.skip(full + ": socket")
 			continue
 		}
 		n := &Node{}

@@ -108,6 +108,14 @@ func (c *builder) addTarEntry(hdr *tar.Header, tr io.Reader) error {
 	if err != nil {
 		return err
 	}
+	xs, dropped, err := tarXattrs(hdr.PAXRecords)
+	if err != nil {
+		return err
+	}
+	n.Xattrs = xs
+	for _, name := range dropped {
+		c.stats.skip(fmt.Sprintf("%s: xattr %q dropped: no Linux file system stores that namespace", hdr.Name, name))
+	}
 	if len(parts) == 0 {
 		if hdr.Typeflag != tar.TypeDir {
 			return errors.New("names the layer root but is not a directory")
@@ -202,11 +210,6 @@ func nodeFromHeader(hdr *tar.Header) (*Node, error) {
 	default:
 		return nil, fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 	}
-	xs, err := tarXattrs(hdr.PAXRecords)
-	if err != nil {
-		return nil, err
-	}
-	n.Xattrs = xs
 	return n, nil
 }
 
@@ -214,9 +217,16 @@ func nodeFromHeader(hdr *tar.Header) (*Node, error) {
 // never depends on map iteration. LIBARCHIVE.xattr.* (URL-escaped name,
 // base64 value) overrides SCHILY.xattr.* for the same name, as libarchive
 // reads them.
-func tarXattrs(recs map[string]string) ([]Xattr, error) {
+//
+// Names in a namespace no Linux file system can hold for a file
+// (com.apple.*, which macOS tars carry, or system.* other than the POSIX
+// ACLs) are dropped and returned: extracting the tar on Linux, as
+// containerd's applier and GNU tar do, fails that setxattr with ENOTSUP and
+// goes on, so rejecting the layer would refuse images every other
+// snapshotter unpacks, to keep data no Linux guest could read anyway.
+func tarXattrs(recs map[string]string) (_ []Xattr, dropped []string, _ error) {
 	if len(recs) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var keys []string
 	for k := range recs {
@@ -225,7 +235,7 @@ func tarXattrs(recs map[string]string) ([]Xattr, error) {
 		}
 	}
 	if len(keys) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	// "LIBARCHIVE." sorts before "SCHILY.": put SCHILY first so the
 	// libarchive form wins.
@@ -247,18 +257,26 @@ func tarXattrs(recs map[string]string) ([]Xattr, error) {
 		}
 		name, err := url.PathUnescape(strings.TrimPrefix(k, paxLibarchiveXattr))
 		if err != nil {
-			return nil, fmt.Errorf("PAX record %q: %w", k, err)
+			return nil, nil, fmt.Errorf("PAX record %q: %w", k, err)
 		}
 		v, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(recs[k], "="))
 		if err != nil {
-			return nil, fmt.Errorf("PAX record %q: value is not base64: %w", k, err)
+			return nil, nil, fmt.Errorf("PAX record %q: value is not base64: %w", k, err)
 		}
 		n.SetXattr(name, v)
 	}
-	if _, err := xattrIbodySize(n.Xattrs); err != nil {
-		return nil, err
+	kept := n.Xattrs[:0]
+	for _, x := range n.Xattrs {
+		if _, _, err := xattrName(x.Name); errors.Is(err, errXattrNamespace) {
+			dropped = append(dropped, x.Name)
+			continue
+		}
+		kept = append(kept, x)
 	}
-	return n.Xattrs, nil
+	if _, err := xattrIbodySize(kept); err != nil {
+		return nil, nil, err
+	}
+	return kept, dropped, nil
 }
 
 // mergeDir applies a directory entry's metadata to an existing directory,

@@ -2,6 +2,7 @@ package erofs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,6 +16,12 @@ import (
 // maxXattrValue is the largest value an entry can describe (e_value_size is
 // 16 bits; Linux's own limit XATTR_SIZE_MAX is one more).
 const maxXattrValue = 0xffff
+
+// errXattrNamespace is wrapped when a name is in none of the namespaces
+// EROFS has name indexes for. Those are exactly the ones a Linux file
+// system stores for a file (xattr(7): other prefixes fail with ENOTSUP on
+// every file system; other system.* names are file-system specific).
+var errXattrNamespace = errors.New("unsupported namespace (only user., trusted., security. and system.posix_acl_*)")
 
 // xattrName splits a full attribute name into its EROFS name index and the
 // suffix stored on disk.
@@ -36,7 +43,7 @@ func xattrName(name string) (index uint8, suffix string, err error) {
 			return p.Index, rest, nil
 		}
 	}
-	return 0, "", fmt.Errorf("xattr %q: unsupported namespace (only user., trusted., security. and system.posix_acl_*)", name)
+	return 0, "", fmt.Errorf("xattr %q: %w", name, errXattrNamespace)
 }
 
 // xattrIbodySize validates xs and returns the size of their inline area.

@@ -86,6 +86,9 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		for _, s := range stats.Skipped {
 			fmt.Fprintf(stdout, "skipped %s\n", s)
 		}
+		if more := stats.SkippedCount - int64(len(stats.Skipped)); more > 0 {
+			fmt.Fprintf(stdout, "skipped %d more\n", more)
+		}
 	}
 	return nil
 }
