@@ -154,7 +154,9 @@ END {
 	for (i = 1; i <= n; i++) {
 		split(order[i], p, SUBSEP)
 		kb = p[1] SUBSEP p[2]; ke = kb SUBSEP "erofs-vm"; ko = kb SUBSEP "overlayfs"
-		e = tot[ke] - nou[kb]; o = tot[ko] - nou[kb]
+		# Rounded as printed, so the ratio here and the one report.sh
+		# plots from the BENCH line agree.
+		e = sprintf("%.2f", tot[ke] - nou[kb]) + 0; o = sprintf("%.2f", tot[ko] - nou[kb]) + 0
 		ec = cpu[ke] - noucpu[kb]; oc = cpu[ko] - noucpu[kb]
 		mn = median("n" SUBSEP kb); me = median("t" SUBSEP ke) - mn; mo = median("t" SUBSEP ko) - mn
 		inf = (p[2] ~ /zstd/) ? "n/a (zstd)" : p[1]
