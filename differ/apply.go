@@ -37,6 +37,11 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	ctx, end, err := d.begin(ctx)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer end()
 	var config diff.ApplyConfig
 	for _, o := range opts {
 		if err := o(ctx, desc, &config); err != nil {
@@ -120,8 +125,10 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	tmp := f.Name()
 	defer func() {
 		if retErr != nil {
-			f.Close()
+			// Unlink first: the name goes at once, while the close
+			// that drops the last reference may wait for writeback.
 			os.Remove(tmp)
+			f.Close()
 		}
 	}()
 

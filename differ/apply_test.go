@@ -374,6 +374,46 @@ func TestApplyCancel(t *testing.T) {
 	}
 }
 
+// TestCloseStopsApply is containerd stopping on SIGTERM: it closes the
+// plugin but neither cancels nor waits for the RPC in flight. Close must
+// cancel the Apply and return only once it has cleaned up, and later calls
+// must fail as unavailable.
+func TestCloseStopsApply(t *testing.T) {
+	f := newFixture(t)
+	desc := f.blob(compress(t, gzipped, makeTar(t, "a", "b", "c")), gzipped.mediaType(), nil)
+	dir, mounts := f.extractDir()
+	converting := make(chan struct{})
+	f.d.convert = func(ctx context.Context, dst *os.File, src io.Reader, o erofs.ConvertOptions) (*erofs.ConvertStats, error) {
+		if _, err := io.CopyN(dst, src, 1000); err != nil {
+			return nil, err
+		}
+		close(converting)
+		<-ctx.Done() // a long layer, until something stops it
+		return nil, ctx.Err()
+	}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := f.d.Apply(context.Background(), desc, mounts)
+		applied <- err
+	}()
+	<-converting
+	if err := f.d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-applied:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Apply after Close: %v, want context.Canceled", err)
+		}
+	default:
+		t.Fatal("Close returned while the Apply was still running")
+	}
+	assertUntouched(t, dir)
+	if _, err := f.d.Apply(context.Background(), desc, mounts); !errdefs.IsUnavailable(err) {
+		t.Fatalf("Apply on a closed differ: %v, want ErrUnavailable", err)
+	}
+}
+
 // TestApplyNotOurs: mounts of other snapshotters fall through to walking.
 func TestApplyNotOurs(t *testing.T) {
 	f := newFixture(t)

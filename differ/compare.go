@@ -39,6 +39,11 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	ctx, end, err := d.begin(ctx)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer end()
 	var config diff.Config
 	for _, o := range opts {
 		if err := o(&config); err != nil {
