@@ -36,10 +36,10 @@ type Differ struct {
 	convert convertFunc
 
 	// stopping is cancelled by Close; every call's context follows it.
+	// mu orders begin's calls.Add against Close's cancel-then-Wait.
 	stopping context.Context
 	stop     context.CancelFunc
 	mu       sync.Mutex
-	closed   bool
 	calls    sync.WaitGroup
 }
 
@@ -66,9 +66,8 @@ const closeTimeout = 10 * time.Second
 // the Apply removes its temp file.
 func (d *Differ) Close() error {
 	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
 	d.stop()
+	d.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		d.calls.Wait()
@@ -87,7 +86,7 @@ func (d *Differ) Close() error {
 func (d *Differ) begin(ctx context.Context) (_ context.Context, end func(), _ error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
+	if d.stopping.Err() != nil {
 		return nil, nil, fmt.Errorf("erofs-vm differ is closed: %w", errdefs.ErrUnavailable)
 	}
 	d.calls.Add(1)

@@ -29,11 +29,11 @@ func newBuilder(ctx context.Context, dst *os.File, opts ConvertOptions) (*builde
 		return nil, fmt.Errorf("erofs: truncate output: %w", err)
 	}
 	data, err := newDataWriter(ctx, dst, opts.MaxImageSize)
-	if err == nil && opts.StartWriteback {
-		data.writeback = dst
-	}
 	if err != nil {
 		return nil, err
+	}
+	if opts.StartWriteback {
+		data.writeback = dst
 	}
 	return &builder{tree: NewTree(), data: data}, nil
 }

@@ -1,5 +1,7 @@
 package erofs
 
+import "fmt"
+
 // ConvertOptions tunes a conversion. The zero value is the default.
 type ConvertOptions struct {
 	// MaxImageSize, when > 0, fails the conversion once the image would
@@ -34,10 +36,11 @@ type ConvertStats struct {
 // how many entries a layer has.
 const maxSkipped = 100
 
-// skip records one thing left out.
-func (s *ConvertStats) skip(what string) {
+// skip records one thing left out, formatting its description only while
+// there is room for it.
+func (s *ConvertStats) skip(format string, args ...any) {
 	s.SkippedCount++
 	if len(s.Skipped) < maxSkipped {
-		s.Skipped = append(s.Skipped, what)
+		s.Skipped = append(s.Skipped, fmt.Sprintf(format, args...))
 	}
 }

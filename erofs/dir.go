@@ -119,7 +119,7 @@ func (w *dirWalker) walk(dirfd int, path string, dir *Node) error {
 		}
 		kind := st.Mode & syscall.S_IFMT
 		if kind == syscall.S_IFSOCK {
-			w.stats.skip(full + ": socket")
+			w.stats.skip("%s: socket", full)
 			continue
 		}
 		n := &Node{}

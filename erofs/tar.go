@@ -114,7 +114,7 @@ func (c *builder) addTarEntry(hdr *tar.Header, tr io.Reader) error {
 	}
 	n.Xattrs = xs
 	for _, name := range dropped {
-		c.stats.skip(fmt.Sprintf("%s: xattr %q dropped: no Linux file system stores that namespace", hdr.Name, name))
+		c.stats.skip("%s: xattr %q dropped: no Linux file system stores that namespace", hdr.Name, name)
 	}
 	if len(parts) == 0 {
 		if hdr.Typeflag != tar.TypeDir {
