@@ -9,8 +9,6 @@ package integration
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
@@ -124,13 +123,12 @@ func rcOracle(t testing.TB, tars []string) []rcTree {
 			case tar.TypeDir:
 				e.Type, e.Mtime = 'd', 0
 			case tar.TypeReg, tar.TypeGNUSparse:
-				hs := sha256.New()
-				n, err := io.Copy(hs, tr)
+				n, sum, err := rcHash(tr)
 				if err != nil {
 					f.Close()
 					t.Fatalf("%s: %s: %v", lt, h.Name, err)
 				}
-				e.Type, e.Size, e.SHA = 'f', n, hex.EncodeToString(hs.Sum(nil))
+				e.Type, e.Size, e.SHA = 'f', n, sum
 			case tar.TypeLink:
 				it.link = path.Clean(strings.TrimPrefix(h.Linkname, "/"))
 			case tar.TypeSymlink:
@@ -234,13 +232,12 @@ func rcReaderTreeSampled(sample func(p string) bool, image string, devices ...st
 			if err != nil {
 				return err
 			}
-			hs := sha256.New()
-			n, err := io.Copy(hs, f)
+			n, sum, err := rcHash(f)
 			f.Close()
 			if err != nil {
 				return fmt.Errorf("read %s: %w", p, err)
 			}
-			e.Type, e.Size, e.SHA = 'f', n, hex.EncodeToString(hs.Sum(nil))
+			e.Type, e.Size, e.SHA = 'f', n, sum
 		case unix.S_IFLNK:
 			if e.Link, err = im.ReadLink(p); err != nil {
 				return err
@@ -286,13 +283,12 @@ func rcHostTree(root string) (rcTree, error) {
 			if err != nil {
 				return err
 			}
-			hs := sha256.New()
-			n, err := io.Copy(hs, f)
+			n, sum, err := rcHash(f)
 			f.Close()
 			if err != nil {
 				return err
 			}
-			e.Type, e.Size, e.SHA = 'f', n, hex.EncodeToString(hs.Sum(nil))
+			e.Type, e.Size, e.SHA = 'f', n, sum
 		case unix.S_IFLNK:
 			if e.Link, err = os.Readlink(p); err != nil {
 				return err
@@ -518,4 +514,12 @@ func rcBackingKey(name string) (ns, key string) {
 		return "", name
 	}
 	return parts[0], parts[2]
+}
+
+// rcHash reads r to its end and returns how many bytes it held and their
+// sha256, hex-encoded (rcEntry.SHA).
+func rcHash(r io.Reader) (int64, string, error) {
+	d := digest.Canonical.Digester()
+	n, err := io.Copy(d.Hash(), r)
+	return n, d.Digest().Encoded(), err
 }
