@@ -68,6 +68,25 @@ type crashRun struct {
 	pending *pendingCommit
 
 	stats map[string]int
+	// step names what the harness is doing, for failure messages;
+	// failures are repeated at the very end of the test's output.
+	step     string
+	failures []string
+}
+
+// errorf fails the test with msg, tagged with the current step.
+func (r *crashRun) errorf(format string, args ...any) {
+	r.t.Helper()
+	msg := fmt.Sprintf("%s: %s", r.step, fmt.Sprintf(format, args...))
+	r.failures = append(r.failures, msg)
+	r.t.Error(msg)
+}
+
+// fatalf is errorf, then stops the test.
+func (r *crashRun) fatalf(format string, args ...any) {
+	r.t.Helper()
+	r.errorf(format, args...)
+	r.t.FailNow()
 }
 
 const (
@@ -125,11 +144,20 @@ func TestCrashConsistency(t *testing.T) {
 		expect:   map[string]rcTree{},
 		verified: map[string]bool{},
 		stats:    map[string]int{},
+		step:     "setup",
 	}
+	// Registered before the daemon's cleanup, so it runs after it: the
+	// failures come last, below the daemon's log tail, where a CI report
+	// that keeps only the end of the output still shows them.
+	t.Cleanup(func() {
+		if len(r.failures) > 0 {
+			t.Logf("crash harness failures (seed %d):\n  %s", seed, strings.Join(r.failures, "\n  "))
+		}
+	})
 	r.d = StartDaemon(t, DaemonOptions{})
 	r.c = r.d.Client(t)
 	if _, err := r.c.LeasesService().Create(r.ctx(), leases.WithID(crashLease)); err != nil {
-		t.Fatal(err)
+		r.fatalf("create lease %s: %v", crashLease, err)
 	}
 	rcImport(t, r.ctx(), r.c, archive)
 	rcImport(t, namespaced(r.d.Context(t), crashProbeNS), r.c, crashProbeArchive(t))
@@ -137,6 +165,7 @@ func TestCrashConsistency(t *testing.T) {
 
 	// Calibrate: each operation once, uncrashed.
 	for _, op := range []string{opUnpack, opCommit, opCommit, opRemove, opUnpack, opGC} {
+		r.step = "calibration " + op
 		if op == opUnpack && r.imageMissing() {
 			rcImport(t, r.ctx(), r.c, archive)
 		}
@@ -145,7 +174,7 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		start := time.Now()
 		if err := r.run(op); err != nil {
-			t.Fatalf("calibration %s: %v", op, err)
+			r.fatalf("calibration %s: %v", op, err)
 		}
 		r.window[op] = time.Since(start)
 		r.after(op, nil)
@@ -184,7 +213,11 @@ func TestCrashConsistency(t *testing.T) {
 			outcome = "cut"
 		}
 		r.stats[op+" "+outcome]++
-		t.Logf("iteration %d: SIGKILL %v into %s (%v uncrashed): %s", i+1, delay.Round(time.Millisecond), op, r.window[op].Round(time.Millisecond), outcome)
+		r.step = fmt.Sprintf("iteration %d: SIGKILL %v into %s (%v uncrashed): %s", i+1, delay.Round(time.Millisecond), op, r.window[op].Round(time.Millisecond), outcome)
+		if opErr != nil {
+			r.step += fmt.Sprintf(" (%v)", opErr)
+		}
+		t.Log(r.step)
 		r.after(op, opErr)
 		if (i+1)%10 == 0 {
 			r.kernelSample()
@@ -200,6 +233,7 @@ func TestCrashConsistency(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	r.step = "final"
 	r.kernelSample()
 	r.final()
 }
@@ -225,7 +259,7 @@ func (r *crashRun) choose() string {
 func (r *crashRun) unpacked() bool {
 	infos, err := rcSnapshots(r.ctx(), r.c)
 	if err != nil {
-		r.t.Fatal(err)
+		r.fatalf("walk snapshots: %v", err)
 	}
 	for _, id := range r.chain {
 		if i, ok := infos[id]; !ok || i.Kind != snapshots.KindCommitted {
@@ -241,7 +275,7 @@ func (r *crashRun) imageMissing() bool {
 		return true
 	}
 	if err != nil {
-		r.t.Fatal(err)
+		r.fatalf("get image: %v", err)
 	}
 	return false
 }
@@ -272,7 +306,7 @@ func (r *crashRun) prepareCommit() {
 	key, name := fmt.Sprintf("rw-%d", r.seq), fmt.Sprintf("layer-%d", r.seq)
 	ms, err := r.c.SnapshotService("erofs-vm").Prepare(r.leased(), key, parent)
 	if err != nil {
-		r.t.Fatalf("prepare %s on %s: %v", key, parent, err)
+		r.fatalf("prepare %s on %s: %v", key, parent, err)
 	}
 	var victims []string
 	for p, e := range base {
@@ -390,7 +424,6 @@ func (r *crashRun) removeAll(ctx context.Context) error {
 // after restores what an operation cut by a crash left for the next one,
 // then runs the checks of one iteration.
 func (r *crashRun) after(op string, opErr error) {
-	t := r.t
 	ctx := r.ctx()
 	sn := r.c.SnapshotService("erofs-vm")
 	// Leases of unpacks the crash cut hold their snapshots for a day, so
@@ -400,12 +433,12 @@ func (r *crashRun) after(op string, opErr error) {
 	if r.unpacked() {
 		ls, err := r.c.LeasesService().List(ctx)
 		if err != nil {
-			t.Fatal(err)
+			r.fatalf("list leases: %v", err)
 		}
 		for _, l := range ls {
 			if l.ID != crashLease {
 				if err := r.c.LeasesService().Delete(ctx, l, leases.SynchronousDelete); err != nil {
-					t.Fatalf("delete lease %s: %v", l.ID, err)
+					r.fatalf("delete lease %s: %v", l.ID, err)
 				}
 				r.stats["stale unpack leases dropped"]++
 			}
@@ -413,7 +446,7 @@ func (r *crashRun) after(op string, opErr error) {
 	}
 	if c, ok := sn.(snapshots.Cleaner); ok {
 		if err := c.Cleanup(ctx); err != nil && !errdefs.IsNotImplemented(err) {
-			t.Errorf("Cleanup through the snapshots API: %v", err)
+			r.errorf("Cleanup through the snapshots API: %v", err)
 		} else if err != nil {
 			r.stats["api Cleanup not implemented"] = 1
 		}
@@ -441,13 +474,13 @@ func (r *crashRun) after(op string, opErr error) {
 				// GC takes it.
 				r.stats["commit lost by containerd's metadata (backing committed)"]++
 				if err := sn.Remove(r.leased(), p.key); err != nil {
-					t.Errorf("remove uncommittable %s: %v", p.key, err)
+					r.errorf("remove uncommittable %s: %v", p.key, err)
 				}
 			default:
-				t.Errorf("commit %s retried after the crash: %v", p.key, err)
+				r.errorf("commit %s retried after the crash: %v", p.key, err)
 			}
 		default:
-			t.Errorf("after a crash in commit: stat %s: %+v, %v", p.name, info, err)
+			r.errorf("after a crash in commit: stat %s: %+v, %v", p.name, info, err)
 		}
 		r.expect[p.name] = p.tree
 		r.pending = nil
@@ -461,11 +494,11 @@ func (r *crashRun) after(op string, opErr error) {
 	}
 
 	if err := rcGC(ctx, r.c); err != nil {
-		t.Fatal(err)
+		r.fatalf("gc: %v", err)
 	}
 	store, bad := rcCheckStore(r.d.SnapshotterRoot())
 	if len(bad) > 0 {
-		t.Errorf("after %s (%v): store and files disagree:\n%s", op, opErr, strings.Join(bad, "\n"))
+		r.errorf("after %s (%v): store and files disagree:\n%s", op, opErr, strings.Join(bad, "\n"))
 	}
 	r.checkCommitted(store)
 	r.probe()
@@ -476,7 +509,7 @@ func (r *crashRun) after(op string, opErr error) {
 func (r *crashRun) backingCommitted(key string) bool {
 	store, err := rcReadStore(r.d.SnapshotterRoot())
 	if err != nil {
-		r.t.Fatal(err)
+		r.fatalf("read the store: %v", err)
 	}
 	for _, s := range store {
 		if ns, k := rcBackingKey(s.Name); ns == crashNS && k == key && s.Kind == snapshots.KindCommitted {
@@ -502,16 +535,16 @@ func (r *crashRun) checkCommitted(store map[string]rcSnap) {
 		}
 		want := r.want(key)
 		if want == nil {
-			r.t.Errorf("committed snapshot %s: nothing to compare it with", s.Name)
+			r.errorf("committed snapshot %s: nothing to compare it with", s.Name)
 			continue
 		}
 		got, err := rcSnapshotReaderTree(r.d.SnapshotterRoot(), store, s, sample)
 		if err != nil {
-			r.t.Errorf("read committed %s: %v", s.Name, err)
+			r.errorf("read committed %s: %v", s.Name, err)
 			continue
 		}
 		if diff := rcDiff(rcUnsample(want, sample), got); len(diff) > 0 {
-			r.t.Errorf("committed %s != oracle:\n%s", s.Name, strings.Join(diff, "\n"))
+			r.errorf("committed %s != oracle:\n%s", s.Name, strings.Join(diff, "\n"))
 		}
 		r.verified[s.ID+" "+s.Name] = true
 		r.stats["committed snapshots verified"]++
@@ -533,15 +566,15 @@ func (r *crashRun) want(key string) rcTree {
 func (r *crashRun) probe() {
 	ctx := namespaced(r.d.Context(r.t), crashProbeNS)
 	if err := r.removeAll(ctx); err != nil {
-		r.t.Errorf("probe: clear: %v", err)
+		r.errorf("probe: clear: %v", err)
 	}
 	if err := rcUnpack(ctx, r.c, crashProbe); err != nil {
-		r.t.Errorf("fresh unpack after restart: %v", err)
+		r.errorf("fresh unpack after restart: %v", err)
 		return
 	}
 	infos, err := rcSnapshots(ctx, r.c)
 	if err != nil || len(infos) != 2 {
-		r.t.Errorf("probe image unpacked into %v, %v; want 2 snapshots", infos, err)
+		r.errorf("probe image unpacked into %v, %v; want 2 snapshots", infos, err)
 	}
 }
 
@@ -550,7 +583,7 @@ func (r *crashRun) probe() {
 func (r *crashRun) kernelSample() {
 	infos, err := rcSnapshots(r.ctx(), r.c)
 	if err != nil {
-		r.t.Fatal(err)
+		r.fatalf("walk snapshots: %v", err)
 	}
 	var cands []string
 	for n, i := range infos {
@@ -572,35 +605,34 @@ func (r *crashRun) kernelSample() {
 // store must then hold exactly the probe image's snapshots, however many
 // crashes left backing snapshots containerd no longer knew.
 func (r *crashRun) final() {
-	t := r.t
 	ctx := r.ctx()
 	if err := r.removeAll(r.leased()); err != nil {
-		t.Errorf("final remove: %v", err)
+		r.errorf("final remove: %v", err)
 	}
 	if !r.imageMissing() {
 		if err := rcDeleteImage(ctx, r.c, rcImage); err != nil {
-			t.Fatal(err)
+			r.fatalf("final image delete: %v", err)
 		}
 	}
 	l, err := r.c.LeasesService().List(ctx)
 	if err != nil {
-		t.Fatal(err)
+		r.fatalf("final lease list: %v", err)
 	}
 	for _, x := range l {
 		if err := r.c.LeasesService().Delete(ctx, x, leases.SynchronousDelete); err != nil {
-			t.Fatal(err)
+			r.fatalf("final delete lease %s: %v", x.ID, err)
 		}
 	}
 	if err := rcGC(ctx, r.c); err != nil {
-		t.Fatal(err)
+		r.fatalf("final gc: %v", err)
 	}
 	store, bad := rcCheckStore(r.d.SnapshotterRoot())
 	if len(bad) > 0 {
-		t.Errorf("final: store and files disagree:\n%s", strings.Join(bad, "\n"))
+		r.errorf("final: store and files disagree:\n%s", strings.Join(bad, "\n"))
 	}
 	for name := range store {
 		if ns, _ := rcBackingKey(name); ns != crashProbeNS {
-			t.Errorf("final: %s left in the snapshotter after GC", name)
+			r.errorf("final: %s left in the snapshotter after GC", name)
 		}
 	}
 }

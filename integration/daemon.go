@@ -16,8 +16,8 @@
 // is stopped with SIGTERM (SIGKILL after DaemonStopTimeout), leftover mounts
 // under its directory are unmounted, FS_IMMUTABLE_FL is lifted (set_immutable)
 // and the directory removed. When the test failed, the last lines of the
-// daemon's log are written to the test log; the whole log stays in the
-// directory while the test runs (LogPath).
+// daemon's log are written to the test log and the whole log is copied to
+// KeptLogDir; while the test runs it is in the directory (LogPath).
 //
 // Binaries come from bin/ at the repository root (`make build`) when they
 // are newer than every Go source of the module. If one is missing or stale,
@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +44,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/erofs-vm/containerd-erofs/integration/guest"
 )
 
 // Timeouts of the daemon helper. Generous: the test machine has 2 cores
@@ -54,8 +57,29 @@ var (
 	DaemonStopTimeout = 30 * time.Second
 )
 
-// DaemonLogTail is how many lines of the daemon's log a failed test prints.
-const DaemonLogTail = 80
+// DaemonLogTail is how many lines of the daemon's log a failed test prints,
+// after dropping the plugin-loading lines every start writes (about 70 of
+// them): a CI report shows only the end of the output, and the test's own
+// error must stay in it. The whole log is kept on failure (KeptLogDir).
+const DaemonLogTail = 30
+
+// KeptLogDir is where the whole log of a daemon whose test failed is
+// copied before its directory goes: $EROFS_TEST_LOG_DIR, else
+// _output/daemon-logs at the repository root.
+func KeptLogDir() string {
+	if d := os.Getenv("EROFS_TEST_LOG_DIR"); d != "" {
+		return d
+	}
+	root, err := guest.RepoRoot()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "containerd-erofs-daemon-logs")
+	}
+	return filepath.Join(root, "_output", "daemon-logs")
+}
+
+// startupNoise are the messages of a daemon start that say nothing about
+// a failure: one line per plugin, and the CRI config dump.
+var startupNoise = []string{`msg="loading plugin"`, `msg="skip loading plugin"`, `msg="starting cri plugin"`}
 
 // Plugin URIs of the erofs-vm plugins, as introspection and ctr name them.
 const (
@@ -408,16 +432,33 @@ func (d *Daemon) Restart(t testing.TB) {
 	}
 }
 
-// logTailText is the last DaemonLogTail lines of the log, framed for a test log.
+// logTailText is the last DaemonLogTail lines of the log that are not
+// startup noise, framed for a test log.
 func (d *Daemon) logTailText() string {
 	if d == nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(d.Log(), "\n"), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(d.Log(), "\n"), "\n") {
+		if !slices.ContainsFunc(startupNoise, func(n string) bool { return strings.Contains(l, n) }) {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > DaemonLogTail {
 		lines = lines[len(lines)-DaemonLogTail:]
 	}
-	return fmt.Sprintf("--- last %d lines of %s ---\n%s\n--- end of log ---", len(lines), d.LogPath(), strings.Join(lines, "\n"))
+	return fmt.Sprintf("--- last %d lines of %s (plugin loading left out) ---\n%s\n--- end of log ---", len(lines), d.LogPath(), strings.Join(lines, "\n"))
+}
+
+// keepLog copies the whole log into KeptLogDir and returns the copy's path.
+func (d *Daemon) keepLog() (string, error) {
+	dir := KeptLogDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(d.t.Name()) + "-" + filepath.Base(d.dir) + ".log"
+	dst := filepath.Join(dir, name)
+	return dst, os.WriteFile(dst, []byte(d.Log()), 0o644)
 }
 
 // cleanup stops the daemon, prints its log tail if the test failed, and
@@ -441,6 +482,11 @@ func (d *Daemon) cleanup() {
 	}
 	if d.t.Failed() {
 		d.t.Log(d.logTailText())
+		if p, err := d.keepLog(); err != nil {
+			d.t.Logf("keep the daemon log: %v", err)
+		} else {
+			d.t.Logf("whole daemon log kept in %s", p)
+		}
 	}
 	if err := daemonRemoveAll(d.dir); err != nil {
 		d.t.Errorf("remove daemon dir: %v", err)
