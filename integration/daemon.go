@@ -34,7 +34,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,9 +76,19 @@ func KeptLogDir() string {
 	return filepath.Join(root, "_output", "daemon-logs")
 }
 
-// startupNoise are the messages of a daemon start that say nothing about
-// a failure: one line per plugin, and the CRI config dump.
-var startupNoise = []string{`msg="loading plugin"`, `msg="skip loading plugin"`, `msg="starting cri plugin"`}
+// startupNoise reports whether a log line is one of the messages of a
+// daemon start that say nothing about a failure: one line per plugin,
+// the routine skips of stock plugins, the CRI config dump. A skip of an
+// erofs-vm plugin says why it did not load, so it stays.
+func startupNoise(line string) bool {
+	switch {
+	case strings.Contains(line, `msg="loading plugin"`), strings.Contains(line, `msg="starting cri plugin"`):
+		return true
+	case strings.Contains(line, `msg="skip loading plugin"`):
+		return !strings.Contains(line, "erofs-vm")
+	}
+	return false
+}
 
 // Plugin URIs of the erofs-vm plugins, as introspection and ctr name them.
 const (
@@ -440,7 +449,7 @@ func (d *Daemon) logTailText() string {
 	}
 	var lines []string
 	for _, l := range strings.Split(strings.TrimRight(d.Log(), "\n"), "\n") {
-		if !slices.ContainsFunc(startupNoise, func(n string) bool { return strings.Contains(l, n) }) {
+		if !startupNoise(l) {
 			lines = append(lines, l)
 		}
 	}

@@ -72,3 +72,24 @@ func TestDaemonHelper(t *testing.T) {
 		t.Logf("chattr +i not supported here, cleanup of immutable files untested: %v %s", err, out)
 	}
 }
+
+// TestStartupNoise: the failed-test log tail leaves out the lines every
+// daemon start writes, and keeps what can explain a failure.
+func TestStartupNoise(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		noise bool
+	}{
+		{`level=info msg="loading plugin" id=io.containerd.grpc.v1.diff type=io.containerd.grpc.v1`, true},
+		{`level=info msg="skip loading plugin" error="skip plugin" id=io.containerd.server.v1.debug type=io.containerd.server.v1`, true},
+		{`level=info msg="starting cri plugin" config="{...}"`, true},
+		{`level=info msg="skip loading plugin" error="erofs-vm: mkfs.ext4 not found" id=io.containerd.snapshotter.v1.erofs-vm`, false},
+		{`level=warning msg="snapshot garbage collection failed" error="boom" snapshotter=erofs-vm`, false},
+		{`level=info msg="containerd successfully booted in 0.013608s"`, false},
+		{`panic: runtime error: index out of range`, false},
+	} {
+		if got := startupNoise(tc.line); got != tc.noise {
+			t.Errorf("startupNoise(%q) = %v, want %v", tc.line, got, tc.noise)
+		}
+	}
+}
