@@ -47,7 +47,7 @@ func (s *syncBuffer) String() string {
 func TestDifferParallelUnpack(t *testing.T) {
 	differRequireRoot(t)
 	archive := differAsset(t, "debian-3layer.oci.tar")
-	host := differRegistry(t, archive)
+	host := startRegistry(t, archive, "erofs-test").Host
 	ref := host + "/erofs-test:3layer"
 
 	cfg, err := os.ReadFile(filepath.Join(RepoRoot(t), "hack", "config.toml"))
