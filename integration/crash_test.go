@@ -597,7 +597,12 @@ func (r *crashRun) kernelSample() {
 	sort.Strings(cands)
 	n := cands[r.rng.Intn(len(cands))]
 	want := r.want(n)
+	failed := r.t.Failed()
 	rcKernelCheck(r.t, r.leased(), r.c, n, want)
+	if !failed && r.t.Failed() {
+		// The subtest said how; the summary at the end says where.
+		r.failures = append(r.failures, fmt.Sprintf("%s: kernel mount of %s: see the subtest's failure above", r.step, n))
+	}
 	r.stats["kernel mounts"]++
 }
 
