@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: tar -> EROFS conversion by `erofsctl convert` side by side with
 # `tar -xf` into tmpfs and mkfs.erofs, on the Debian rootfs layer from page
-# cache. Prints a markdown table (best of N: wall time, MB/s of tar input,
-# CPU time, peak RSS, ratios to ours).
+# cache. Prints a markdown table (best and median of N runs timed by
+# hack/bench/timeit in milliseconds: wall time, MB/s of tar input, CPU
+# time, peak RSS, ratios to ours).
 #
 #   hack/bench/convert.sh [TAR] [N]
 #
@@ -18,27 +19,20 @@ n=${2:-5}
 
 work=$(mktemp -d /dev/shm/bench-convert.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-(cd "$root" && go build -o "$work/erofsctl" ./cmd/erofsctl)
+(cd "$root" && go build -o "$work/erofsctl" ./cmd/erofsctl && go build -o "$work/timeit" ./hack/bench/timeit)
 cat "$tarfile" >/dev/null # page cache
 bytes=$(stat -c %s "$tarfile")
 
-# run NAME SETUP CMD...: best-of-n wall, with that run's cpu and rss.
-declare -A wall cpu rss
+# run NAME SETUP CMD...: n timed runs (hack/bench/timeit: Go's monotonic
+# clock for wall time, getrusage for CPU and peak RSS; SETUP runs before
+# each run, untimed). Keeps the best wall, the median wall, the best CPU.
+declare -A wall med cpu rss
 run() {
 	local name=$1 setup=$2
 	shift 2
-	local best="" bcpu="" brss="" i out
-	for ((i = 0; i < n; i++)); do
-		eval "$setup"
-		out=$(/usr/bin/time -f '%e %U %S %M' "$@" 2>&1 >/dev/null | tail -1)
-		read -r e u s m <<<"$out"
-		if [[ -z $best ]] || awk "BEGIN{exit !($e < $best)}"; then
-			best=$e
-			bcpu=$(awk "BEGIN{print $u + $s}")
-			brss=$m
-		fi
-	done
-	wall[$name]=$best cpu[$name]=$bcpu rss[$name]=$brss
+	local w m c r
+	read -r w m c r _ < <("$work/timeit" -n "$n" -setup "$setup" -- "$@")
+	wall[$name]=$w med[$name]=$m cpu[$name]=$c rss[$name]=$r
 }
 
 run ours "rm -f $work/out.erofs" "$work/erofsctl" convert -no-sync -o "$work/out.erofs" "$tarfile"
@@ -56,14 +50,14 @@ fi
 ver="erofs-utils $(dpkg-query -W -f='${Version}' erofs-utils 2>/dev/null || echo '?')"
 echo "tar->EROFS conversion: $(basename "$tarfile"), $((bytes / 1000000)) MB, best of $n, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 echo
-echo "| tool | wall s | MB/s | CPU s (user+sys) | peak RSS MiB | wall vs ours | CPU vs ours |"
-echo "|---|---|---|---|---|---|---|"
+echo "| tool | best wall ms | median wall ms | MB/s (best) | best CPU ms (user+sys) | peak RSS MiB | wall vs ours | CPU vs ours |"
+echo "|---|---|---|---|---|---|---|---|"
 for t in ours tar mkfs; do
 	case $t in
 	ours) label="erofsctl convert" ;;
 	tar) label="tar -xf into tmpfs" ;;
 	mkfs) label="$mkfsnote ($ver)" ;;
 	esac
-	awk -v l="$label" -v w="${wall[$t]}" -v c="${cpu[$t]}" -v r="${rss[$t]}" -v b="$bytes" -v ow="${wall[ours]}" -v oc="${cpu[ours]}" \
-		'BEGIN{printf "| %s | %.3f | %.0f | %.3f | %.1f | %.2fx | %.2fx |\n", l, w, b/1e6/w, c, r/1024, w/ow, (oc>0?c/oc:0)}'
+	awk -v l="$label" -v w="${wall[$t]}" -v m="${med[$t]}" -v c="${cpu[$t]}" -v r="${rss[$t]}" -v b="$bytes" -v ow="${wall[ours]}" -v oc="${cpu[ours]}" \
+		'BEGIN{printf "| %s | %.1f | %.1f | %.0f | %.1f | %.1f | %.2fx | %.2fx |\n", l, w*1000, m*1000, b/1e6/w, c*1000, r/1024, w/ow, (oc>0?c/oc:0)}'
 done
