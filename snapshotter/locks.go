@@ -1,41 +1,21 @@
 package snapshotter
 
-import "sync"
+import "github.com/moby/locker"
 
-// idLocks is a set of mutexes keyed by snapshot id, created on demand and
-// dropped when nobody holds or waits for them.
+// idLocks serialises the file work of one snapshot id (Commit, Remove)
+// while leaving other ids free. moby/locker (the per-name mutex set
+// containerd's own snapshotters and moby use) creates a mutex on demand and
+// drops it when nobody holds or waits for it; its zero value is ready.
 type idLocks struct {
-	mu sync.Mutex
-	m  map[string]*idLock
-}
-
-type idLock struct {
-	sync.Mutex
-	refs int
+	l locker.Locker
 }
 
 // lock locks id and returns the function that unlocks it.
-func (l *idLocks) lock(id string) func() {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = map[string]*idLock{}
-	}
-	e := l.m[id]
-	if e == nil {
-		e = &idLock{}
-		l.m[id] = e
-	}
-	e.refs++
-	l.mu.Unlock()
-
-	e.Lock()
+func (k *idLocks) lock(id string) func() {
+	k.l.Lock(id)
 	return func() {
-		e.Unlock()
-		l.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(l.m, id)
-		}
-		l.mu.Unlock()
+		// Unlock fails only for a name that is not locked, which the
+		// returned closure cannot be called for.
+		_ = k.l.Unlock(id)
 	}
 }
