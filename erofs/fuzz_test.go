@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -27,6 +28,14 @@ func FuzzConvertTar(f *testing.F) {
 		{with(reg("x", 0o644, "v"), xattrsPAX("user.a", "b", "trusted.overlay.opaque", "y")), symlink("l", "x"), reg("l/../y", 0o644, "")},
 		{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "c", Devmajor: 1, Devminor: 3}}, {hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "p"}}},
 		{reg(strings.Repeat("long/", 40)+"f", 0o644, "gnu"), dirEnt("./", 0o700), reg("f", 0o644, "1"), reg("f", 0o644, "2")},
+		// The corner cases of TestLayerSemantics: times before 1970 (a
+		// negative build time), whiteouts next to their own layer's
+		// entries in both orders, owner (uid_t)-1.
+		{with(reg("old", 0o644, "o"), func(h *tar.Header) { h.ModTime = time.Unix(-5364662400, 0) }),
+			with(dirEnt("d/", 0o755), func(h *tar.Header) { h.ModTime = time.Unix(-1, 500000000) })},
+		{reg("d/y", 0o644, "own"), reg("d/.wh.y", 0o644, ""), reg(".wh.e", 0o644, ""), reg("e/a", 0o644, "A"),
+			dirEnt("g/", 0o755), reg(".wh.g", 0o644, "")},
+		{with(reg("nobody", 0o644, "x"), owner(1<<32-1, 1<<32-1))},
 	} {
 		p := filepath.Join(dir, "seed.tar")
 		format := tar.FormatPAX

@@ -68,7 +68,11 @@ func gnuExtract(t testing.TB, tarPath string) string {
 }
 
 // overlayWhiteouts rewrites an extracted tree's OCI whiteout files the way
-// containerd's overlay applier writes them, keeping parent mtimes.
+// containerd's overlay applier writes them, keeping parent mtimes, with one
+// difference the OCI layer spec asks for: a whiteout next to an entry of
+// its own layer (the tree holds nothing else) leaves that entry alone, and
+// a directory so whited out becomes opaque (containerd's mknod fails with
+// EEXIST there, or removes the entry, depending on the order).
 func overlayWhiteouts(root string) error {
 	var whs []string
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -97,9 +101,13 @@ func overlayWhiteouts(root string) error {
 			if err := unix.Lsetxattr(dir, OpaqueXattr, []byte("y"), 0); err != nil {
 				return err
 			}
+		} else if orig := filepath.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)); isOwnEntry(orig) {
+			if fi, err := os.Lstat(orig); err == nil && fi.IsDir() {
+				if err := unix.Lsetxattr(orig, OpaqueXattr, []byte("y"), 0); err != nil {
+					return err
+				}
+			}
 		} else {
-			orig := filepath.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
-			_ = os.RemoveAll(orig)
 			if err := unix.Mknod(orig, unix.S_IFCHR, 0); err != nil {
 				return err
 			}
@@ -117,6 +125,16 @@ func overlayWhiteouts(root string) error {
 		}
 	}
 	return nil
+}
+
+// isOwnEntry reports whether the extraction holds p as something other
+// than a whiteout already made by overlayWhiteouts.
+func isOwnEntry(p string) bool {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0
 }
 
 // explicitDirs returns the cleaned names of the tar's directory entries:

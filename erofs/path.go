@@ -70,6 +70,16 @@ func (c *builder) resolveDir(parts []string, create bool) (*Node, error) {
 			if err := c.tree.Link(cur, strings.Clone(comp), n); err != nil {
 				return nil, err
 			}
+		} else if create && isWhiteout(n) {
+			// A whiteout of this layer, then an entry inside that name:
+			// the whiteout is for the lower layers only (OCI layer.md),
+			// so the layer gets its directory, opaque so that the lower
+			// one's content stays hidden.
+			n = &Node{Mode: syscall.S_IFDIR | 0o755, Implicit: true}
+			n.SetXattr(OpaqueXattr, []byte("y"))
+			if err := c.tree.Link(cur, strings.Clone(comp), n); err != nil {
+				return nil, err
+			}
 		}
 		switch n.Mode & syscall.S_IFMT {
 		case syscall.S_IFDIR:

@@ -164,12 +164,14 @@ func (im *Image) inode(nid uint64) (*imgInode, error) {
 		in.Mode = uint32(di.Mode)
 		in.UID, in.GID = di.UID, di.GID
 		in.Size = di.Size
+		// The kernel stores i_mtime into a signed time64_t: a value with
+		// the top bit set is a time before 1970, not a corrupt one.
 		in.Mtime = int64(di.Mtime)
 		in.MtimeNsec = di.MtimeNsec
 		in.Nlink = di.Nlink
 		in.rawU = di.U
-		if di.Size > math.MaxInt64 || di.Mtime > math.MaxInt64 {
-			return nil, corruptf("nid %d: size %d or mtime %d out of range", nid, di.Size, di.Mtime)
+		if di.Size > math.MaxInt64 {
+			return nil, corruptf("nid %d: size %d out of range", nid, di.Size)
 		}
 	} else {
 		var dc InodeCompact
@@ -182,14 +184,17 @@ func (im *Image) inode(nid uint64) (*imgInode, error) {
 		// Compact inodes have no own timestamp: the superblock's build time,
 		// plus (kernel ≥ 6.15, FEATURE_COMPAT_MTIME) a 32-bit offset in what
 		// was i_reserved. Older writers leave it 0, so adding it is always
-		// what the kernel shows.
-		in.Mtime = int64(im.sb.BuildTime) + int64(dc.Reserved)
+		// what the kernel shows. The kernel reads the build time (its
+		// "epoch") as signed, like an extended inode's mtime: a layer whose
+		// most common mtime is before 1970 has a negative one.
+		epoch := int64(im.sb.BuildTime)
+		if epoch > math.MaxInt64-math.MaxUint32 {
+			return nil, corruptf("superblock build time %d out of range", epoch)
+		}
+		in.Mtime = epoch + int64(dc.Reserved)
 		in.MtimeNsec = im.sb.BuildTimeNsec
 		in.Nlink = uint32(dc.Nlink)
 		in.rawU = dc.U
-		if im.sb.BuildTime > math.MaxInt64/2 {
-			return nil, corruptf("superblock build time %d out of range", im.sb.BuildTime)
-		}
 	}
 	in.xsize = int64(XattrIbodySize(in.xcount))
 	switch in.Mode & syscall.S_IFMT {

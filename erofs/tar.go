@@ -24,6 +24,12 @@ import (
 //     the tar has a "./" or "/" directory entry;
 //   - ".wh.NAME" becomes a 0:0 char device NAME (mode 0, the entry's owner
 //     and mtime), ".wh..wh..opq" sets trusted.overlay.opaque=y on its dir;
+//     a whiteout never removes an entry of its own layer (OCI layer.md:
+//     whiteouts apply to lower layers only), whichever comes first: a
+//     non-directory of the layer stays as it is, a directory stays and
+//     becomes opaque (docs/design.md §6);
+//   - owner 4294967295 ((uid_t)-1, "leave unchanged" to chown) is stored
+//     as 0, what containerd's lchown leaves on a file root created;
 //   - hardlinks share the target's inode; the target is resolved inside
 //     the layer and must already exist; a later entry replacing the target
 //     name leaves the link with the old inode, as link(2) would;
@@ -137,15 +143,36 @@ func (c *builder) addTarEntry(hdr *tar.Header, tr io.Reader) error {
 		if orig == "" || orig == "." || orig == ".." {
 			return fmt.Errorf("invalid whiteout name %q", base)
 		}
+		// OCI layer.md: a whiteout applies only to lower layers, never to
+		// an entry of its own layer, in whichever order the two come.
+		// Everything in this tree is this layer's own, so an entry already
+		// here stays: a non-directory hides the lower name by itself, and
+		// a directory becomes opaque, which hides the lower directory's
+		// content exactly as the whiteout asked.
+		switch own := c.tree.Lookup(dir, orig); {
+		case own == nil || isWhiteout(own):
+		case own.IsDir():
+			own.SetXattr(OpaqueXattr, []byte("y"))
+			return nil
+		default:
+			return nil
+		}
 		wh := &Node{Mode: syscall.S_IFCHR, UID: n.UID, GID: n.GID, Mtime: n.Mtime, MtimeNsec: n.MtimeNsec}
 		return c.put(dir, orig, wh)
 	}
 
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if old := c.tree.Lookup(dir, base); old != nil && old.IsDir() {
+		old := c.tree.Lookup(dir, base)
+		if old != nil && old.IsDir() {
 			mergeDir(old, n)
 			return nil
+		}
+		if old != nil && isWhiteout(old) {
+			// The same rule, whiteout first: this layer's directory
+			// replaces the whiteout and keeps hiding the lower one's
+			// content.
+			n.SetXattr(OpaqueXattr, []byte("y"))
 		}
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse: // Next already turns old TypeRegA into TypeReg
 		if hdr.Size < 0 {
@@ -177,8 +204,8 @@ func nodeFromHeader(hdr *tar.Header) (*Node, error) {
 	mt := hdr.ModTime
 	n := &Node{
 		Mode:      uint32(hdr.Mode & 0o7777),
-		UID:       uint32(hdr.Uid),
-		GID:       uint32(hdr.Gid),
+		UID:       tarOwner(hdr.Uid),
+		GID:       tarOwner(hdr.Gid),
 		Mtime:     mt.Unix(),
 		MtimeNsec: uint32(mt.Nanosecond()),
 	}
@@ -211,6 +238,27 @@ func nodeFromHeader(hdr *tar.Header) (*Node, error) {
 		return nil, fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 	}
 	return n, nil
+}
+
+// noOwner is the owner 4294967295, (uid_t)-1, which chown(2) takes to
+// mean "leave unchanged".
+const noOwner = 1<<32 - 1
+
+// tarOwner is the owner an extraction leaves on disk for a tar uid or gid.
+// containerd's applier and GNU tar create the file as root and then call
+// lchown with the header's ids, and lchown(-1) changes nothing: the file
+// stays 0. Storing 4294967295 instead would show the guest the overflow
+// id 65534, an owner no other extraction of the layer gives.
+func tarOwner(id int) uint32 {
+	if id == noOwner {
+		return 0
+	}
+	return uint32(id)
+}
+
+// isWhiteout reports whether n is an overlay whiteout: a 0:0 char device.
+func isWhiteout(n *Node) bool {
+	return n.Mode&syscall.S_IFMT == syscall.S_IFCHR && n.Rdev == 0
 }
 
 // tarXattrs collects the xattrs of PAX records, in key order so the result

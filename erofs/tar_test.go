@@ -245,9 +245,15 @@ func TestConvertTarSemantics(t *testing.T) {
 			t.Errorf("%s exists", name)
 		}
 	}
+	// A whiteout of the layer's own directory hides only the lower one
+	// (OCI layer.md): the directory stays, opaque (TestLayerSemantics has
+	// the other orders and types).
 	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(mnt, "wh"), &st); err != nil || st.Mode != unix.S_IFCHR || st.Rdev != 0 {
-		t.Errorf("whiteout over a dir: mode %o rdev %d, %v", st.Mode, st.Rdev, err)
+	if err := unix.Lstat(filepath.Join(mnt, "wh"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		t.Errorf("whiteout of the layer's own dir: mode %o, %v; want the dir kept", st.Mode, err)
+	}
+	if v, err := unix.Lgetxattr(filepath.Join(mnt, "wh"), OpaqueXattr, make([]byte, 4)); err != nil || v != 1 {
+		t.Errorf("whiteout of the layer's own dir: opaque xattr %d bytes, %v; want y", v, err)
 	}
 
 	// A symlink loop in a parent is an error naming the entry.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
 	"github.com/erofs-vm/containerd-erofs/vmdk"
@@ -166,6 +167,65 @@ func TestMergeCommandKeepsOldOutputs(t *testing.T) {
 	for _, n := range dirNames(t, dir) {
 		if strings.HasPrefix(n, ".fsmeta-") {
 			t.Errorf("temp file %s left behind", n)
+		}
+	}
+}
+
+// TestMergeLsPre1970 runs merge and ls over layers whose files date from
+// 1950: each layer's superblock build time is then negative, which the
+// reader once refused as corrupt ("superblock build time … out of range").
+func TestMergeLsPre1970(t *testing.T) {
+	dir := t.TempDir()
+	// 1950, not 1800: the source files sit on the host's /tmp, whose
+	// file system may keep only 32-bit times (1901 to 2038).
+	old := time.Date(1950, 6, 1, 0, 0, 0, 0, time.UTC)
+	var layers []string
+	for _, name := range []string{"l0", "l1"} {
+		src := filepath.Join(dir, name+".src")
+		if err := os.MkdirAll(filepath.Join(src, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"a", "b", "c"} {
+			p := filepath.Join(src, name, f)
+			if err := os.WriteFile(p, []byte(name+f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, d := range []string{filepath.Join(src, name), src} {
+			if err := os.Chtimes(d, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := filepath.Join(dir, name+".erofs")
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := erofs.ConvertDir(context.Background(), f, src, erofs.ConvertOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		layers = append(layers, out)
+	}
+	fsmeta := filepath.Join(dir, "fsmeta.erofs")
+	var stdout, stderr bytes.Buffer
+	if rc := run(append([]string{"merge", "-o", fsmeta, "--vmdk", filepath.Join(dir, "merged.vmdk")}, layers...), &stdout, &stderr); rc != 0 {
+		t.Fatalf("merge: exit %d: %s", rc, stderr.String())
+	}
+	for _, args := range [][]string{
+		{"ls", "-l", layers[0], "l0"},
+		{"ls", "-l", "--device", layers[0], "--device", layers[1], fsmeta, "l1"},
+	} {
+		stdout.Reset()
+		stderr.Reset()
+		if rc := run(args, &stdout, &stderr); rc != 0 {
+			t.Fatalf("%v: exit %d: %s", args, rc, stderr.String())
+		}
+		if n := strings.Count(stdout.String(), " 1950-06-01 00:00:00 "); n != 3 {
+			t.Errorf("%v: %d entries dated 1950-06-01, want 3:\n%s", args, n, stdout.String())
 		}
 	}
 }
