@@ -98,17 +98,26 @@ const (
 	XattrIndexSecurity        = 6
 )
 
-// XattrPrefixes maps the name indexes this project writes to their prefix.
-// The two ACL indexes name the whole attribute (their stored suffix is empty).
-var XattrPrefixes = []struct {
-	Index  uint8
-	Prefix string
-}{
-	{XattrIndexUser, "user."},
-	{XattrIndexPosixACLAccess, "system.posix_acl_access"},
-	{XattrIndexPosixACLDefault, "system.posix_acl_default"},
-	{XattrIndexTrusted, "trusted."},
-	{XattrIndexSecurity, "security."},
+// xattrPrefixes is erofs_xattr_prefix(): the prefix each short name index
+// stands for. The two ACL indexes name the whole attribute (their stored
+// suffix is empty). Lustre is read, never written: no Linux file system but
+// Lustre stores it. A fixed array, not an exported slice, so nothing
+// outside this file can change what an index means.
+var xattrPrefixes = [...]string{
+	XattrIndexUser:            "user.",
+	XattrIndexPosixACLAccess:  "system.posix_acl_access",
+	XattrIndexPosixACLDefault: "system.posix_acl_default",
+	XattrIndexTrusted:         "trusted.",
+	XattrIndexLustre:          "lustre.",
+	XattrIndexSecurity:        "security.",
+}
+
+// xattrPrefix returns the prefix of a short name index.
+func xattrPrefix(index uint8) (string, bool) {
+	if int(index) >= len(xattrPrefixes) || xattrPrefixes[index] == "" {
+		return "", false
+	}
+	return xattrPrefixes[index], true
 }
 
 // Superblock is struct erofs_super_block.

@@ -20,25 +20,6 @@ type imgLongPrefix struct {
 	infix string
 }
 
-// xattrPrefix returns the prefix of a short name index (erofs_xattr_prefix).
-func xattrPrefix(index uint8) (string, bool) {
-	switch index {
-	case XattrIndexUser:
-		return "user.", true
-	case XattrIndexPosixACLAccess:
-		return "system.posix_acl_access", true
-	case XattrIndexPosixACLDefault:
-		return "system.posix_acl_default", true
-	case XattrIndexTrusted:
-		return "trusted.", true
-	case XattrIndexLustre:
-		return "lustre.", true
-	case XattrIndexSecurity:
-		return "security.", true
-	}
-	return "", false
-}
-
 // xattrs returns all xattrs of an inode: inline ones, then shared ones, the
 // order the kernel lists them in.
 func (im *Image) xattrs(in *imgInode) ([]Xattr, error) {

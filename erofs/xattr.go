@@ -26,21 +26,25 @@ var errXattrNamespace = errors.New("unsupported namespace (only user., trusted.,
 // xattrName splits a full attribute name into its EROFS name index and the
 // suffix stored on disk.
 func xattrName(name string) (index uint8, suffix string, err error) {
-	for _, p := range XattrPrefixes {
-		if p.Index == XattrIndexPosixACLAccess || p.Index == XattrIndexPosixACLDefault {
-			if name == p.Prefix {
-				return p.Index, "", nil
+	for i, prefix := range xattrPrefixes {
+		index := uint8(i)
+		if prefix == "" || index == XattrIndexLustre {
+			continue
+		}
+		if index == XattrIndexPosixACLAccess || index == XattrIndexPosixACLDefault {
+			if name == prefix {
+				return index, "", nil
 			}
 			continue
 		}
-		if rest, ok := strings.CutPrefix(name, p.Prefix); ok {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
 			if rest == "" {
 				return 0, "", fmt.Errorf("xattr %q: empty name after prefix", name)
 			}
 			if len(rest) > 255 {
 				return 0, "", fmt.Errorf("xattr %q: name longer than 255 bytes after its prefix", name)
 			}
-			return p.Index, rest, nil
+			return index, rest, nil
 		}
 	}
 	return 0, "", fmt.Errorf("xattr %q: %w", name, errXattrNamespace)
