@@ -1,6 +1,7 @@
 package erofs
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -85,30 +86,75 @@ func TestConvertDir(t *testing.T) {
 	}
 }
 
-// TestConvertDirErrors: an unrepresentable xattr fails naming the file.
+// TestConvertDirErrors: what EROFS cannot represent fails naming the file
+// and the attribute, and leaves the output empty. The xattrs are set on a
+// tmpfs, which (unlike ext4 without ea_inode) takes values up to Linux's
+// own limit of 65536 bytes and any number of them.
 func TestConvertDirErrors(t *testing.T) {
 	requireRoot(t)
-	src := t.TempDir()
-	p := filepath.Join(src, "f")
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		t.Fatal(err)
+	big := func(n int) []byte { return bytes.Repeat([]byte{'v'}, n) }
+	cases := []struct {
+		name   string
+		xattrs map[string][]byte // set on the file "f"
+		want   []string          // substrings of the error
+	}{
+		{"value-of-65536-bytes", map[string][]byte{"trusted.big": big(65536)},
+			[]string{"/f: ", `"trusted.big"`, "65536 bytes exceeds 65535"}},
+		{"inline-area-over-256KiB", map[string][]byte{"trusted.a": big(60000), "trusted.b": big(60000), "trusted.c": big(60000), "trusted.d": big(60000), "trusted.e": big(60000)},
+			[]string{"/f: ", "exceed the inline xattr area"}},
+		{"largest-representable-value", map[string][]byte{"trusted.ok": big(65535)}, nil},
 	}
-	if err := unix.Lsetxattr(p, "user."+strings.Repeat("n", 250), []byte("v"), 0); err != nil {
-		t.Skipf("cannot set a long xattr name here: %v", err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := os.MkdirTemp("/dev/shm", "convertdir-")
+			if err != nil {
+				t.Fatalf("a tmpfs for the source tree: %v", err)
+			}
+			t.Cleanup(func() { os.RemoveAll(src) })
+			p := filepath.Join(src, "f")
+			if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.xattrs {
+				if err := unix.Lsetxattr(p, k, v, 0); err != nil {
+					t.Fatalf("set %s (%d bytes) on tmpfs: %v", k, len(v), err)
+				}
+			}
+			dst, err := os.Create(filepath.Join(t.TempDir(), "img"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			_, err = ConvertDir(context.Background(), dst, src, ConvertOptions{})
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("representable xattr refused: %v", err)
+				}
+				checkWithReader(t, dst)
+				return
+			}
+			if err == nil {
+				t.Fatal("converted; want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if fi, _ := dst.Stat(); fi.Size() != 0 {
+				t.Errorf("output left with %d bytes after an error", fi.Size())
+			}
+		})
 	}
-	dst, err := os.Create(filepath.Join(t.TempDir(), "img"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	// 250 bytes after "user." is fine; make one that is not.
-	if _, err := ConvertDir(context.Background(), dst, src, ConvertOptions{}); err != nil {
-		t.Fatalf("250-byte xattr name: %v", err)
-	}
-	if _, err := ConvertDir(context.Background(), dst, filepath.Join(src, "missing"), ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Errorf("missing dir: %v", err)
-	}
-	if fi, _ := dst.Stat(); fi.Size() != 0 {
-		t.Errorf("output left with %d bytes after an error", fi.Size())
-	}
+	t.Run("missing-dir", func(t *testing.T) {
+		dst, err := os.Create(filepath.Join(t.TempDir(), "img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		missing := filepath.Join(t.TempDir(), "missing")
+		if _, err := ConvertDir(context.Background(), dst, missing, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("missing dir: %v, want an error naming it", err)
+		}
+	})
 }
