@@ -61,15 +61,37 @@ func TestDaemonHelper(t *testing.T) {
 	if d.Running() {
 		t.Fatal("running after Stop")
 	}
+}
 
-	// set_immutable leaves chattr +i files behind; cleanup must still
-	// remove the directory.
-	imm := filepath.Join(d.Root(), "immutable")
-	if err := os.WriteFile(imm, []byte("x"), 0o644); err != nil {
+// TestDaemonRemoveAllImmutable: set_immutable leaves FS_IMMUTABLE_FL on
+// layer files, and a test daemon's cleanup must still remove its
+// directory, or every run would leave a root behind.
+func TestDaemonRemoveAllImmutable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to set FS_IMMUTABLE_FL")
+	}
+	dir := filepath.Join(t.TempDir(), "daemon")
+	layer := filepath.Join(dir, "root", "snapshots", "1")
+	if err := os.MkdirAll(layer, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("chattr", "+i", imm).CombinedOutput(); err != nil {
-		t.Logf("chattr +i not supported here, cleanup of immutable files untested: %v %s", err, out)
+	for _, f := range []string{"layer.erofs", "fsmeta.erofs"} {
+		p := filepath.Join(layer, f)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("chattr", "+i", p).CombinedOutput(); err != nil {
+			t.Fatalf("chattr +i %s: %v %s (the test cannot show anything without the flag)", p, err, out)
+		}
+	}
+	if err := os.Remove(filepath.Join(layer, "layer.erofs")); err == nil {
+		t.Fatal("removed an immutable file: the flag did not take")
+	}
+	if err := daemonRemoveAll(dir); err != nil {
+		t.Fatalf("daemonRemoveAll: %v", err)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Fatalf("%s still exists after daemonRemoveAll: %v", dir, err)
 	}
 }
 
