@@ -89,7 +89,7 @@ func (d *Differ) expectedDiffID(ctx context.Context, dir string, desc ocispec.De
 }
 
 // applyTo does the streaming conversion into dir; see Apply.
-func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descriptor, want digest.Digest, progress func(int64)) (_ ocispec.Descriptor, retErr error) {
+func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descriptor, want digest.Digest, progress func(int64)) (ocispec.Descriptor, error) {
 	ra, err := d.store.ReaderAt(ctx, desc)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("open blob: %w", err)
@@ -118,64 +118,56 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	defer prefetch.Close()
 	tarStream := &ctxReader{ctx: ctx, r: prefetch}
 
-	f, err := os.CreateTemp(dir, "."+layout.LayerFile+".tmp-*")
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	tmp := f.Name()
-	defer func() {
-		if retErr != nil {
-			// Unlink first: the name goes at once, while the close
-			// that drops the last reference may wait for writeback.
-			os.Remove(tmp)
-			f.Close()
-		}
-	}()
-
-	t0 := time.Now()
-	stats, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize, StartWriteback: true})
-	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("convert to EROFS: %w", err)
-	}
-	if stats != nil && stats.SkippedCount > 0 {
-		// What a Linux extraction would drop too (xattrs outside the
-		// namespaces Linux stores); containerd's applier logs the same.
-		log.G(ctx).WithFields(log.Fields{"blob": desc.Digest, "count": stats.SkippedCount, "first": stats.Skipped[0]}).
-			Warn("erofs-vm: layer content no Linux file system can hold was left out")
-	}
-	// The diff ID covers the whole uncompressed stream, including the
-	// zero blocks and any padding after the tar's end-of-archive marker
-	// that the converter has no reason to read.
-	if _, err := io.Copy(io.Discard, tarStream); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("read layer: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	prefetch.Close() // the digester is complete and ours alone now
-	got := digester.Digest()
-	if want != "" && got != want {
-		return ocispec.Descriptor{}, fmt.Errorf("diff ID mismatch: blob %s uncompresses to %s, expected %s", desc.Digest, got, want)
-	}
-
-	t1 := time.Now()
-	if err := f.Sync(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	log.G(ctx).WithFields(log.Fields{"convert": t1.Sub(t0), "fsync": time.Since(t1), "blob": desc.Digest}).Debug("erofs-vm: layer written")
-	if err := f.Close(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
+	// layer.erofs appears whole or not at all, and is always fsynced
+	// before its rename whatever the diff service's sync_fs says: after a
+	// power failure a committed snapshot with a lost layer would be
+	// corrupt without anyone noticing (docs/design.md §3).
 	final := filepath.Join(dir, layout.LayerFile)
-	if err := os.Rename(tmp, final); err != nil {
+	var got digest.Digest
+	written := false
+	err = layout.WriteFileAtomicFunc(final, 0o644, func(f *os.File) error {
+		t0 := time.Now()
+		stats, err := d.convert(ctx, f, tarStream, erofs.ConvertOptions{MaxImageSize: d.cfg.MaxLayerSize, StartWriteback: true})
+		if err != nil {
+			return fmt.Errorf("convert to EROFS: %w", err)
+		}
+		if stats != nil && stats.SkippedCount > 0 {
+			// What a Linux extraction would drop too (xattrs outside the
+			// namespaces Linux stores); containerd's applier logs the same.
+			log.G(ctx).WithFields(log.Fields{"blob": desc.Digest, "count": stats.SkippedCount, "first": stats.Skipped[0]}).
+				Warn("erofs-vm: layer content no Linux file system can hold was left out")
+		}
+		// The diff ID covers the whole uncompressed stream, including the
+		// zero blocks and any padding after the tar's end-of-archive
+		// marker that the converter has no reason to read.
+		if _, err := io.Copy(io.Discard, tarStream); err != nil {
+			return fmt.Errorf("read layer: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		prefetch.Close() // the digester is complete and ours alone now
+		got = digester.Digest()
+		if want != "" && got != want {
+			return fmt.Errorf("diff ID mismatch: blob %s uncompresses to %s, expected %s", desc.Digest, got, want)
+		}
+		log.G(ctx).WithFields(log.Fields{"convert": time.Since(t0), "blob": desc.Digest}).Debug("erofs-vm: layer written")
+		written = true
+		return nil
+	})
+	if err != nil {
+		if written {
+			// The image was complete and failed to become durable (fsync,
+			// rename, or the directory sync after the rename, which leaves
+			// it in place): remove it, so the dir is as Prepare left it,
+			// with no layer.erofs.
+			if rerr := os.Remove(final); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				err = errors.Join(err, rerr)
+			}
+		}
 		return ocispec.Descriptor{}, err
 	}
-	// The temp name is gone now: a failure from here on removes the layer
-	// itself, so the dir is as Prepare left it.
 	m := layout.Marker{DiffID: got, BlobDigest: desc.Digest, MediaType: desc.MediaType}
-	if err := layout.SyncDir(dir); err != nil {
-		return ocispec.Descriptor{}, errors.Join(err, os.Remove(final))
-	}
 	if err := layout.WriteMarker(dir, m); err != nil {
 		return ocispec.Descriptor{}, errors.Join(fmt.Errorf("write marker: %w", err), os.Remove(final))
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -94,46 +93,15 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 }
 
 // convertAtomic converts into a temp file next to out and renames it into
-// place after fsync, so out is either absent/old or a complete image, and
-// nothing is left behind on error.
+// place (after fsync unless !sync), so out is either absent/old or a
+// complete image, and nothing is left behind on error.
 func convertAtomic(ctx context.Context, out string, src io.Reader, sync bool) (*erofs.ConvertStats, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	stats, err := erofs.ConvertTar(ctx, tmp, src, erofs.ConvertOptions{})
-	if err != nil {
-		return nil, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return nil, err
-	}
-	if sync {
-		if err := tmp.Sync(); err != nil {
-			return nil, err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return nil, err
-	}
-	ok = true
-	if sync {
-		// The rename itself must survive a crash too.
-		if err := layout.SyncDir(filepath.Dir(out)); err != nil {
-			return nil, err
-		}
-	}
-	return stats, nil
+	var stats *erofs.ConvertStats
+	err := layout.WriteFileAtomicWith(out, 0o644, layout.AtomicOptions{NoSync: !sync}, func(f *os.File) (err error) {
+		stats, err = erofs.ConvertTar(ctx, f, src, erofs.ConvertOptions{})
+		return err
+	})
+	return stats, err
 }
 
 func defaultOutput(in string) string {

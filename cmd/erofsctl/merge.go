@@ -44,48 +44,31 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// merge builds the fsmeta into a temp file beside out and syncs it, writes
-// the VMDK (itself atomic) naming out, then renames the fsmeta into place.
-// Any failure before the rename leaves out and vmdkOut as they were.
+// merge builds the fsmeta into a temp file beside out and, once it is
+// complete, writes the VMDK (itself atomic) naming out; then the fsmeta is
+// synced and renamed into place. A failure before the VMDK is written
+// leaves out and vmdkOut as they were; one after it removes vmdkOut, which
+// would describe an fsmeta that is not there.
 func merge(ctx context.Context, out, vmdkOut string, layers []string) (*erofs.FSMeta, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(out), ".fsmeta-*.tmp")
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	var meta *erofs.FSMeta
+	vmdkWritten := false
+	err := layout.WriteFileAtomicFunc(out, 0o644, func(f *os.File) (err error) {
+		if meta, err = erofs.BuildFSMeta(ctx, f, layers); err != nil {
+			return err
 		}
-	}()
-	meta, err := erofs.BuildFSMeta(ctx, tmp, layers)
-	if err != nil {
-		return nil, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if vmdkOut != "" {
+		if vmdkOut == "" {
+			return nil
+		}
 		if err := writeMergedVMDK(vmdkOut, out, int64(meta.Blocks)*erofs.BlockSize, layers); err != nil {
-			return nil, err
+			return err
 		}
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		if vmdkOut != "" {
-			os.Remove(vmdkOut) // it describes an fsmeta that is not there
+		vmdkWritten = true
+		return nil
+	})
+	if err != nil {
+		if vmdkWritten {
+			os.Remove(vmdkOut)
 		}
-		return nil, err
-	}
-	ok = true
-	// The rename itself must survive a crash too.
-	if err := layout.SyncDir(filepath.Dir(out)); err != nil {
 		return nil, err
 	}
 	return meta, nil

@@ -83,10 +83,28 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 // WriteFileAtomicFunc is WriteFileAtomic for content produced by a writer
 // (an image streamed from a tar, an ext4 copy): write fills the temp file
 // ".<base>.tmp-*" beside path; on success the file gets perm, is fsynced,
-// renamed over path and the directory is synced. On any failure the temp
-// file is removed and path is left as it was. Temp names keep that pattern
-// because crash recovery recognises leftovers by it.
+// renamed over path and the directory is synced. On any failure before the
+// rename the temp file is removed and path is left as it was. Temp names
+// keep that pattern because crash recovery recognises leftovers by it.
+//
+// It is the one place the project writes a file that must appear whole or
+// not at all: the differ's layer.erofs, the snapshotter's fsmeta, VMDK,
+// marker and ext4 images, erofsctl's outputs.
 func WriteFileAtomicFunc(path string, perm os.FileMode, write func(*os.File) error) error {
+	return WriteFileAtomicWith(path, perm, AtomicOptions{}, write)
+}
+
+// AtomicOptions tunes WriteFileAtomicWith.
+type AtomicOptions struct {
+	// NoSync skips the fsync of the file and of its directory: for
+	// outputs whose loss in a power failure costs nothing, such as a
+	// benchmark's image on tmpfs (erofsctl convert -no-sync). The rename
+	// still makes the file appear whole.
+	NoSync bool
+}
+
+// WriteFileAtomicWith is WriteFileAtomicFunc with options.
+func WriteFileAtomicWith(path string, perm os.FileMode, opts AtomicOptions, write func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
@@ -95,8 +113,10 @@ func WriteFileAtomicFunc(path string, perm os.FileMode, write func(*os.File) err
 	ok := false
 	defer func() {
 		if !ok {
-			f.Close()
+			// Unlink first: the name goes at once, while the close that
+			// drops the last reference may wait for writeback.
 			os.Remove(tmp)
+			f.Close()
 		}
 	}()
 	if err := write(f); err != nil {
@@ -105,8 +125,10 @@ func WriteFileAtomicFunc(path string, perm os.FileMode, write func(*os.File) err
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if !opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -115,6 +137,9 @@ func WriteFileAtomicFunc(path string, perm os.FileMode, write func(*os.File) err
 		return err
 	}
 	ok = true
+	if opts.NoSync {
+		return nil
+	}
 	return SyncDir(filepath.Dir(path))
 }
 
