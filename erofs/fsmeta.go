@@ -52,6 +52,34 @@ type FSMetaDevice struct {
 	MappedBlkAddr uint32 // where the layer starts in the concatenation
 }
 
+// DiskPart is one file of a merged disk and how many of its bytes the disk
+// uses.
+type DiskPart struct {
+	Path string
+	Size int64
+}
+
+// FlatDisk lists the files whose concatenation is the merged disk, in disk
+// order: the fsmeta at fsmetaPath, then each layer of the device table. A
+// layer contributes exactly the blocks the device table counts for it, even
+// if its file carries trailing bytes, and each must start at the
+// mapped_blkaddr recorded for it: that is where the kernel looks for it
+// when the disk is mounted as one device. The snapshotter and erofsctl
+// both build merged.vmdk from this list.
+func (m *FSMeta) FlatDisk(fsmetaPath string) ([]DiskPart, error) {
+	parts := make([]DiskPart, 0, len(m.Devices)+1)
+	parts = append(parts, DiskPart{Path: fsmetaPath, Size: int64(m.Blocks) * BlockSize})
+	next := m.Blocks
+	for i, d := range m.Devices {
+		if d.MappedBlkAddr != next {
+			return nil, fmt.Errorf("erofs: fsmeta %s: device %d (%s) mapped at block %d, want %d", fsmetaPath, i+1, d.Path, d.MappedBlkAddr, next)
+		}
+		next += d.Blocks
+		parts = append(parts, DiskPart{Path: d.Path, Size: int64(d.Blocks) * BlockSize})
+	}
+	return parts, nil
+}
+
 // maxFSMetaLayers bounds the stack: device ids in chunk indexes and the
 // superblock's extra_devices are 16-bit.
 const maxFSMetaLayers = math.MaxUint16

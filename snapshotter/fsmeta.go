@@ -25,34 +25,20 @@ func writeMerged(ctx context.Context, dir string, layers []string) error {
 		return fmt.Errorf("build fsmeta of %d layers: %w", len(layers), err)
 	}
 	testHook("commit:fsmeta-written")
-	files, err := vmdkFiles(fsmetaPath, meta, layers)
+	if len(meta.Devices) != len(layers) {
+		return fmt.Errorf("fsmeta %s has %d devices for %d layers", fsmetaPath, len(meta.Devices), len(layers))
+	}
+	parts, err := meta.FlatDisk(fsmetaPath)
 	if err != nil {
 		return err
+	}
+	files := make([]vmdk.File, len(parts))
+	for i, p := range parts {
+		files[i] = vmdk.File{Path: p.Path, Size: p.Size}
 	}
 	if err := vmdk.WriteFile(filepath.Join(dir, layout.VMDKFile), files); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, layout.VMDKFile), err)
 	}
 	testHook("commit:vmdk-written")
 	return nil
-}
-
-// vmdkFiles lists the extents of the merged disk. Each file contributes
-// exactly the blocks its superblock (or the device table) counts, so every
-// layer starts at the mapped_blkaddr the fsmeta recorded for it, even if a
-// layer file carries trailing bytes.
-func vmdkFiles(fsmetaPath string, meta *erofs.FSMeta, layers []string) ([]vmdk.File, error) {
-	if len(meta.Devices) != len(layers) {
-		return nil, fmt.Errorf("fsmeta %s has %d devices for %d layers", fsmetaPath, len(meta.Devices), len(layers))
-	}
-	files := make([]vmdk.File, 0, len(layers)+1)
-	files = append(files, vmdk.File{Path: fsmetaPath, Size: int64(meta.Blocks) * erofs.BlockSize})
-	next := meta.Blocks
-	for i, d := range meta.Devices {
-		if d.MappedBlkAddr != next {
-			return nil, fmt.Errorf("fsmeta %s: device %d (%s) mapped at block %d, want %d", fsmetaPath, i+1, layers[i], d.MappedBlkAddr, next)
-		}
-		next += d.Blocks
-		files = append(files, vmdk.File{Path: layers[i], Size: int64(d.Blocks) * erofs.BlockSize})
-	}
-	return files, nil
 }

@@ -49,17 +49,31 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 // synced and renamed into place. A failure before the VMDK is written
 // leaves out and vmdkOut as they were; one after it removes vmdkOut, which
 // would describe an fsmeta that is not there.
+//
+// Paths become absolute first: the VMDK names its extents by path, and
+// qemu resolves a relative one against the descriptor's own directory.
 func merge(ctx context.Context, out, vmdkOut string, layers []string) (*erofs.FSMeta, error) {
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return nil, err
+	}
+	abs := make([]string, len(layers))
+	for i, p := range layers {
+		if abs[i], err = filepath.Abs(p); err != nil {
+			return nil, err
+		}
+	}
+	layers = abs
 	var meta *erofs.FSMeta
 	vmdkWritten := false
-	err := layout.WriteFileAtomicFunc(out, 0o644, func(f *os.File) (err error) {
+	err = layout.WriteFileAtomicFunc(out, 0o644, func(f *os.File) (err error) {
 		if meta, err = erofs.BuildFSMeta(ctx, f, layers); err != nil {
 			return err
 		}
 		if vmdkOut == "" {
 			return nil
 		}
-		if err := writeMergedVMDK(vmdkOut, out, int64(meta.Blocks)*erofs.BlockSize, layers); err != nil {
+		if err := writeMergedVMDK(vmdkOut, out, meta); err != nil {
 			return err
 		}
 		vmdkWritten = true
@@ -74,26 +88,17 @@ func merge(ctx context.Context, out, vmdkOut string, layers []string) (*erofs.FS
 	return meta, nil
 }
 
-// writeMergedVMDK writes the descriptor of [fsmeta, layers...] with
-// absolute paths, so it works from any working directory. The fsmeta is
-// not in place yet: its size comes from the build.
-func writeMergedVMDK(out, fsmeta string, fsmetaSize int64, layers []string) error {
-	fp, err := filepath.Abs(fsmeta)
+// writeMergedVMDK writes the descriptor of the merged disk meta describes,
+// with the fsmeta at its final path out (not in place yet: the VMDK is
+// written first).
+func writeMergedVMDK(vmdkOut, out string, meta *erofs.FSMeta) error {
+	parts, err := meta.FlatDisk(out)
 	if err != nil {
 		return err
 	}
-	lp := make([]string, 0, len(layers))
-	for _, p := range layers {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return err
-		}
-		lp = append(lp, a)
+	files := make([]vmdk.File, len(parts))
+	for i, p := range parts {
+		files[i] = vmdk.File{Path: p.Path, Size: p.Size}
 	}
-	files, err := vmdk.FilesFromPaths(lp...)
-	if err != nil {
-		return err
-	}
-	files = append([]vmdk.File{{Path: fp, Size: fsmetaSize}}, files...)
-	return vmdk.WriteFile(out, files)
+	return vmdk.WriteFile(vmdkOut, files)
 }
