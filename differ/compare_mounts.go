@@ -21,7 +21,7 @@ type lowerStack struct {
 }
 
 // parseLower reads the mounts erofs-vm hands out for a committed stack
-// (DESIGN §4). ok is false for anything else.
+// (docs/design.md §4). ok is false for anything else.
 func parseLower(mounts []mount.Mount) (lowerStack, bool) {
 	switch len(mounts) {
 	case 0:

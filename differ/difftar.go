@@ -21,7 +21,7 @@ import (
 
 // Names of OCI whiteouts (image-spec layer.md) and of the overlayfs xattrs
 // an upper dir carries. Only trusted.* is read: the guest mounts its
-// overlay with trusted xattrs (DESIGN §6).
+// overlay with trusted xattrs (docs/design.md §6).
 const (
 	whiteoutPrefix   = ".wh."
 	trustedXattrs    = "trusted."

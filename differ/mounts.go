@@ -13,7 +13,7 @@ import (
 
 // extractDir returns the snapshot dir behind the mounts of an erofs-vm
 // extract snapshot: exactly one bind mount of a dir that holds the
-// .erofslayer marker (DESIGN §4). Any other shape is not ours and yields an
+// .erofslayer marker (docs/design.md §4). Any other shape is not ours and yields an
 // error wrapping errdefs.ErrNotImplemented, which makes containerd's diff
 // service try the next differ.
 func extractDir(mounts []mount.Mount) (string, error) {

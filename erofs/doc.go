@@ -31,7 +31,7 @@
 //     copied into the image at Close (3.2 s CPU on that layer, ours 0.9 s;
 //     on the 121 MB Debian rootfs layer 0.24 s CPU vs ours 0.12 s);
 //   - no hardlinks (a tar's TypeLink entries have nowhere to go), no tar
-//     front end, duplicate paths rejected, and (DESIGN §6) no
+//     front end, duplicate paths rejected, and (docs/design.md §6) no
 //     mapped_blkaddr in its device table.
 //
 // The layout this package writes keeps every regular file's data

@@ -14,7 +14,7 @@ import (
 // (containerd resolves parents with continuity's fs.RootPath, which keeps
 // ".." and absolute targets inside the root). One deliberate difference: a
 // name whose ".." would climb above the root is an error here, where
-// containerd silently clamps it to the root (DESIGN §6: reject escapes).
+// containerd silently clamps it to the root (docs/design.md §6: reject escapes).
 
 // errEscape is wrapped when a path climbs out of the layer root.
 var errEscape = errors.New("path escapes the layer root")

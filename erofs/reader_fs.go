@@ -26,7 +26,7 @@ const maxSymlinkSize = 4095
 // cycle (EROFS has no directory hard links), reported as corruption.
 func (im *Image) resolve(op, name string) (*imgInode, error) {
 	// fs.ValidPath also demands UTF-8, but layers keep names byte for byte
-	// (Linux names are bytes, and DESIGN/issue 8 require them preserved):
+	// (Linux names are bytes, and docs/design.md §6 keeps them as they are):
 	// check only the shape of the path (no empty, "." or ".." elements, no
 	// leading or trailing slash). Replacing invalid bytes cannot add a "/"
 	// or a dot, so the shape check is the same as on the real name.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The data writer: the one pass over file data (DESIGN §6). Each regular
+// The data writer: the one pass over file data (docs/design.md §6). Each regular
 // file's bytes go straight from the source reader into a large buffer that
 // mirrors a contiguous range of the image, and from there to their final
 // blocks with one pwrite per run of non-zero blocks. Files are laid out back

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # build-guest.sh builds the guest kernel and base initramfs that the
-# integration tests boot under qemu (DESIGN.md §9):
+# integration tests boot under qemu (docs/design.md §9):
 #
 #   _output/guest/vmlinuz             Debian's 6.12 cloud kernel from bookworm-backports
 #   _output/guest/initramfs.cpio.gz   busybox-static + hack/guest/init + the .ko files the
 #                                     guest needs (erofs, virtio_blk, overlay, ... and deps)
 #
 # Why 6.12 and not bookworm's own 6.1: mounting a multi-device EROFS image as ONE
-# flat device (the merged.vmdk of DESIGN §7) needs flat multi-device support,
+# flat device (the merged.vmdk of docs/design.md §7) needs flat multi-device support,
 # which 6.1 lacks (the mount fails with ENOENT).
 #
 # The kernel package is fetched with a PRIVATE apt configuration (own sources list,
@@ -166,7 +166,7 @@ depmod -b "$tree" "$kver"
 moddir=$tree/lib/modules/$kver
 log "kernel $kver"
 
-# EROFS flat multi-device (DESIGN §7) is what the tests exist to prove: make
+# EROFS flat multi-device (docs/design.md §7) is what the tests exist to prove: make
 # sure the kernel we ship can do it, rather than failing later in a guest.
 case "$kver" in
 6.1[2-9]* | 6.[2-9][0-9]* | [7-9].*) ;;

@@ -7,7 +7,7 @@
 # works offline.
 #
 # It does NOT fetch the guest kernel: hack/build-guest.sh does that (from
-# bookworm-backports, with a private apt configuration; DESIGN.md §9).
+# bookworm-backports, with a private apt configuration; docs/design.md §9).
 #
 # Go >= 1.26 is checked, not installed: the Go module proxy serves modules,
 # not toolchains, and this project does not download binaries from anywhere
@@ -26,7 +26,7 @@ PACKAGES=(
 	kmod            # depmod for the guest's modules
 	cpio            # the guest's initramfs
 	debootstrap     # the Debian rootfs of the test image
-	isal            # igzip: containerd's fastest gzip inflater (DESIGN.md §10)
+	isal            # igzip: containerd's fastest gzip inflater (docs/design.md §10)
 	zstd            # zstd layers
 	pigz            # parallel gzip, containerd's second choice
 	xz-utils        # the guest kernel's modules are .ko.xz

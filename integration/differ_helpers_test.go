@@ -105,7 +105,7 @@ func differMountErofs(t testing.TB, image string, devices ...string) string {
 }
 
 // differMountSnapshot mounts the raw mounts of an erofs-vm snapshot the
-// way the guest does (DESIGN §4): the EROFS stack read-only, and for a
+// way the guest does (docs/design.md §4): the EROFS stack read-only, and for a
 // writable snapshot the ext4 rwlayer with an overlay over both. Mounts of
 // other snapshotters (overlayfs, bind) go through containerd's mount
 // package. It returns the root of the tree a container sees.

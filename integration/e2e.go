@@ -2,7 +2,7 @@ package integration
 
 // The steps of the end-to-end flow (issue 7): an OCI image imported and
 // unpacked with erofs-vm, its snapshots and their raw mounts checked
-// against DESIGN.md §4/§5, a guest booted from a writable snapshot's mounts
+// against docs/design.md §4/§5, a guest booted from a writable snapshot's mounts
 // exactly as qemubox translates them, the container's change read back on
 // the host, diffed into a layer and committed. TestE2E (e2e_test.go) and
 // the demo (hack/demo) run the same functions, so what a new user sees is
@@ -132,7 +132,7 @@ func ReadImageLayers(ctx context.Context, c *client.Client, img images.Image) (I
 
 // LayerSnapshots returns the committed snapshot of every layer, oldest
 // first, and checks that they are the only snapshots of sn and carry the
-// DESIGN.md §5 labels: diff ID and blob digest, layer.erofs path (present,
+// docs/design.md §5 labels: diff ID and blob digest, layer.erofs path (present,
 // and FS_IMMUTABLE_FL set when the label says so), mount type, and for
 // every layer above the base the layer order, fsmeta-ready and
 // fsmeta-layers, with fsmeta.erofs and merged.vmdk beside the layer.
@@ -259,7 +259,7 @@ func LayerPaths(infos []snapshots.Info) []string {
 	return out
 }
 
-// CheckMounts checks mounts against the DESIGN.md §4 shape for a view or
+// CheckMounts checks mounts against the docs/design.md §4 shape for a view or
 // active snapshot over layers (their layer.erofs, oldest first): one
 // `erofs` ro mount of the only layer, or one `format/erofs` of the top
 // layer's fsmeta.erofs with options ro and device= per layer oldest first,

@@ -73,7 +73,7 @@ func rcChain(t *testing.T, ctx context.Context, c *client.Client, name string) [
 
 // rcLease returns ctx with a new lease (no expiry) that is deleted at
 // cleanup: snapshots a test makes by hand survive GC only under a lease
-// (DESIGN §4).
+// (docs/design.md §4).
 func rcLease(t testing.TB, ctx context.Context, c *client.Client) (context.Context, leases.Lease) {
 	t.Helper()
 	l, err := c.LeasesService().Create(ctx, leases.WithRandomID())

@@ -393,7 +393,7 @@ func rcReadStore(snRoot string) (map[string]rcSnap, error) {
 }
 
 // rcCheckStore checks that the snapshotter's metastore and its files
-// agree (DESIGN §3): every snapshot has its dir and the files its kind
+// agree (docs/design.md §3): every snapshot has its dir and the files its kind
 // needs; every dir under snapshots/ belongs to a snapshot; no temp file,
 // new-* dir or conversion mount is left; nothing under the root is
 // mounted or attached to a loop device. It returns the store and a list of violations.

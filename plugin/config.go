@@ -12,7 +12,7 @@ import (
 )
 
 // SnapshotterConfig is the TOML table
-// [plugins.'io.containerd.snapshotter.v1.erofs-vm'] (DESIGN.md §2).
+// [plugins.'io.containerd.snapshotter.v1.erofs-vm'] (docs/design.md §2).
 //
 // Sizes are strings so operators write '1GiB' rather than a byte count; they
 // are parsed with binary units (k = 1024), as docker/go-units RAMInBytes does.

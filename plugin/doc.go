@@ -9,7 +9,7 @@
 //
 // The ID is never "erofs": containerd 2.4's own builtins already register an
 // erofs snapshotter, differ and mount handler, and a duplicate ID panics at
-// init (DESIGN.md §2).
+// init (docs/design.md §2).
 //
 // This package only parses and validates configuration, decides whether the
 // host can run the plugins at all, and wires them to containerd. It holds no

@@ -30,11 +30,11 @@ var currentHost = func() host {
 //
 // Skipping rather than failing matters: containerd's metadata plugin loads
 // every snapshotter, and one that fails (rather than skips) fails the
-// metadata plugin and with it every service of the daemon (DESIGN.md §2).
+// metadata plugin and with it every service of the daemon (docs/design.md §2).
 // So only what the snapshotter truly cannot do without is checked here:
 //
 //   - Linux: the snapshotter sets FS_IMMUTABLE_FL with a Linux ioctl and
-//     reads an ext4 upper back at commit (DESIGN.md §8); its mounts are for
+//     reads an ext4 upper back at commit (docs/design.md §8); its mounts are for
 //     a Linux guest.
 //   - root: FS_IMMUTABLE_FL needs CAP_LINUX_IMMUTABLE (and lifting it on
 //     Remove too); a container's upper holds files of any owner, which only
@@ -45,8 +45,9 @@ var currentHost = func() host {
 //
 // Not checked, on purpose:
 //   - EROFS in the host kernel. Our layers are written and read in process
-//     and mounted only inside the guest VM (no host mount, ever, DESIGN.md
-//     §4), so a host without the erofs module runs the snapshotter fine.
+//     and mounted only inside the guest VM (no host mount, ever:
+//     docs/design.md §14), so a host without the erofs module runs the
+//     snapshotter fine.
 //   - loop devices and ext4 on the host. Block mode needs them only to
 //     commit a container's writable layer into a new layer (it loop-mounts
 //     rwlayer.img read-only); unpacking images and running containers work

@@ -1,6 +1,6 @@
 // Package snapshotter is the erofs-vm containerd snapshotter: a
 // snapshots.Snapshotter whose mounts a micro-VM runtime attaches as disks
-// (DESIGN.md §2–§5).
+// (docs/design.md §2–§5).
 //
 // Every committed snapshot is one uncompressed EROFS image, layer.erofs.
 // Committing a snapshot that has parents also writes fsmeta.erofs (the

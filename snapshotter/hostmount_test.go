@@ -17,7 +17,7 @@ import (
 // hostMounter is a TEST-ONLY wrapper that turns the VM mounts the
 // snapshotter returns into host mounts, so tests written for host
 // snapshotters (containerd's conformance suite) can look inside them. It
-// does on the host what the guest does (DESIGN §4): each erofs or
+// does on the host what the guest does (docs/design.md §4): each erofs or
 // format/erofs mount becomes a read-only erofs mount (every device= as its
 // own read-only loop block device, as the kernel requires), the ext4 layer a
 // read-write loop mount, and the writable view an overlay of them with

@@ -8,10 +8,10 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// LabelPrefix starts every label this snapshotter sets (DESIGN.md §5).
+// LabelPrefix starts every label this snapshotter sets (docs/design.md §5).
 const LabelPrefix = "erofs-vm/"
 
-// Labels of DESIGN.md §5. They live in the snapshot's bolt record and change
+// Labels of docs/design.md §5. They live in the snapshot's bolt record and change
 // in the same transaction as the snapshot; they are informational: what
 // Mounts returns is decided by the snapshot's kind, its parent chain and its
 // files, never by a label, so a caller that replaces the label set cannot

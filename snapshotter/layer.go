@@ -93,7 +93,7 @@ func validateLayer(path string) error {
 
 // convertUpper turns the upper directory of the active writable snapshot
 // id into dir/layer.erofs. Block mode mounts rwlayer.img read-only on the
-// host for the time of the conversion (DESIGN §8 allows it for commit):
+// host for the time of the conversion (docs/design.md §8 allows it for commit):
 // read-only loop device, `noload` so a journal left dirty by a guest is
 // not replayed (the loop device could not take the writes anyway).
 func (s *Snapshotter) convertUpper(ctx context.Context, id string) error {

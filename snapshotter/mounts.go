@@ -11,7 +11,7 @@ import (
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
-// Mount types of DESIGN.md §4.
+// Mount types of docs/design.md §4.
 const (
 	typeBind        = "bind"
 	typeErofs       = "erofs"
@@ -19,7 +19,7 @@ const (
 	typeExt4        = "ext4"
 )
 
-// mounts returns the DESIGN.md §4 shape of an active or view snapshot:
+// mounts returns the docs/design.md §4 shape of an active or view snapshot:
 //
 //	extract                     bind rw of the snapshot dir (the differ writes there)
 //	over 1 layer                erofs <parent>/layer.erofs ro

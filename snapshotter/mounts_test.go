@@ -47,7 +47,7 @@ func (s *Snapshotter) mustLabel(t *testing.T, key, label string) string {
 	return v
 }
 
-// TestMountShapes pins every row of DESIGN §4 for both commit modes, and
+// TestMountShapes pins every row of docs/design.md §4 for both commit modes, and
 // that Mounts returns what Prepare/View returned.
 func TestMountShapes(t *testing.T) {
 	requireHost(t)

@@ -1,6 +1,6 @@
 // Package vmdk writes and parses plain-text VMDK descriptors of type
 // twoGbMaxExtentFlat: a small text file that presents several ordinary files,
-// concatenated, as one virtual disk (DESIGN.md §7). The snapshotter uses it
+// concatenated, as one virtual disk (docs/design.md §7). The snapshotter uses it
 // to hand a micro-VM one virtio-blk disk holding fsmeta.erofs followed by
 // every layer.erofs; qemu's vmdk driver reads the extents in place, so no
 // byte of a layer is ever copied.

@@ -24,7 +24,7 @@ import (
 // Why not `ctr snapshots mounts`: in containerd 2.4 it first activates the
 // mounts through containerd's mount manager, whose erofs handler
 // loop-mounts erofs/format/erofs on the host, and prints only what is left
-// (DESIGN.md §4, "Showing mounts"). The snapshots gRPC service proxies
+// (docs/design.md §4, "Showing mounts"). The snapshots gRPC service proxies
 // Mounts to the snapshotter untouched, so asking it directly shows what a
 // VM runtime such as qemubox receives, and mounts nothing anywhere.
 

@@ -2,7 +2,7 @@
 # Unpack time of the 3-layer Debian test image: erofs-vm (snapshotter +
 # differ) vs overlayfs + walking, in the same daemon, in one run.
 #
-# As DESIGN §10 measured it: every run imports the image into a fresh
+# As docs/design.md §10 measured it: every run imports the image into a fresh
 # namespace with the content already present (a warm-up import put it
 # there), once with `ctr images import --snapshotter X` and once with
 # `--no-unpack`; unpack = the difference. Runs alternate between the

@@ -128,7 +128,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	nsCtx := namespaces.WithNamespace(ctx, namespaces.Default)
 	// A lease holds what the demo makes by hand: containerd's GC removes
-	// snapshots nothing references (DESIGN.md §4).
+	// snapshots nothing references (docs/design.md §4).
 	if d.leased, d.lease, err = d.client.WithLease(nsCtx); err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (d *demo) run(ctx context.Context) error {
 	ss := d.client.SnapshotService(integration.E2ESnapshotter)
 	infos, err := integration.LayerSnapshots(ctx, ss, layers, true)
 	if err != nil {
-		return fmt.Errorf("the snapshots are not what DESIGN.md §5 says:\n%w", err)
+		return fmt.Errorf("the snapshots are not what docs/design.md §5 says:\n%w", err)
 	}
 	d.done("%s: %d layers → %d committed EROFS snapshots in %.1f s (labels checked)", layers.Name, len(layers.ChainIDs), len(infos), time.Since(t0).Seconds())
 	if err := d.cmd("ctr", "snapshots", "--snapshotter", integration.E2ESnapshotter, "ls"); err != nil {
@@ -172,7 +172,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	if err := integration.CheckMounts(mounts, integration.LayerPaths(infos), true, writableSize(ctx, d, containerKey)); err != nil {
-		return fmt.Errorf("mounts are not what DESIGN.md §4 says: %w", err)
+		return fmt.Errorf("mounts are not what docs/design.md §4 says: %w", err)
 	}
 	d.done("one EROFS mount over all %d layers + one ext4 writable layer; nothing is mounted on the host", len(infos))
 	if err := d.cmd("erofsctl", "snapshot-mounts", containerKey); err != nil {

@@ -122,7 +122,7 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 	// early check that the IO-APIC timer ticks fails and it panics
 	// ("IO-APIC + timer doesn't work!", seen here at load 20 on 2 cores).
 	args := []string{
-		"-accel", "tcg", "-cpu", "max,-cx16", // DESIGN §9: no KVM here, no cmpxchg16b
+		"-accel", "tcg", "-cpu", "max,-cx16", // docs/design.md §9: no KVM here, no cmpxchg16b
 		"-m", fmt.Sprint(mem),
 		"-nographic", "-no-reboot",
 		"-nic", "none", // no network, and no iPXE option ROM to wait for

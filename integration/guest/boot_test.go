@@ -68,7 +68,7 @@ func boot(t *testing.T, disks []Disk, script string) *Result {
 }
 
 // TestBootErofsOverlayExt4 boots the guest (BootMounts) with the mounts of
-// an active writable snapshot over one layer (DESIGN §4: erofs ro + ext4
+// an active writable snapshot over one layer (docs/design.md §4: erofs ro + ext4
 // rw), mounts them as qemubox does, reads the layer through the overlay and
 // writes to it, then checks on the host that the write (and a whiteout)
 // landed in upper/ of the ext4 image and that the image is clean (BootMounts
@@ -137,7 +137,7 @@ exit 7
 	run(t, "e2fsck", "-fn", rw)
 }
 
-// TestBootFlatMultiDeviceVMDK proves DESIGN §7 end to end with tools we do
+// TestBootFlatMultiDeviceVMDK proves docs/design.md §7 end to end with tools we do
 // not own: a multi-device EROFS image (metadata in the primary image, file
 // data in a blob device, from mkfs.erofs --blobdev) is concatenated by a
 // merged.vmdk from package vmdk, handed over as the format/erofs mount of a
@@ -149,7 +149,7 @@ exit 7
 // fsmeta builder writes them itself. Without them (tried) the 6.12 guest
 // still mounts the image but reads file data from block addresses inside
 // the primary image, i.e. garbage, which the content checks catch. A
-// pre-6.4 guest kernel refuses the mount (DESIGN §7): the mount script then
+// pre-6.4 guest kernel refuses the mount (docs/design.md §7): the mount script then
 // prints GUEST-MOUNT-FAILED with the kernel version and its messages.
 func TestBootFlatMultiDeviceVMDK(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.erofs"); err != nil {

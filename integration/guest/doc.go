@@ -1,6 +1,6 @@
-// Package guest boots the test micro-VM (DESIGN.md §9) and turns a
+// Package guest boots the test micro-VM (docs/design.md §9) and turns a
 // snapshotter's mounts into the disks and guest-side mounts a VM runtime
-// would make of them (DESIGN.md §4). It is test infrastructure shared by
+// would make of them (docs/design.md §4). It is test infrastructure shared by
 // every package that wants the guest kernel to judge its output: the kernel
 // in the guest, not our own reader, decides whether an EROFS image, a flat
 // multi-device VMDK or an ext4 writable layer really works.
@@ -12,7 +12,7 @@
 // between the markers hack/guest/init writes. qemu always runs with
 // -accel tcg -cpu max,-cx16 and under a timeout that kills its process
 // group: KVM fails on this machine kind and QEMU 7.2's cmpxchg16b emulation
-// crashes the 6.12 guest (DESIGN.md §9).
+// crashes the 6.12 guest (docs/design.md §9).
 //
 // Nothing here mounts anything on the host.
 package guest

@@ -46,7 +46,7 @@ type GuestMountPlan struct {
 }
 
 // DisksFromMounts translates a snapshotter's mounts into VM disks and a
-// guest mount plan the way qemubox/spinbox does (DESIGN.md §4 records the
+// guest mount plan the way qemubox/spinbox does (docs/design.md §4 records the
 // contract; its mounts.transformMount/handleEROFS/handleExt4 are where it
 // lives in qemubox's source):
 //
@@ -61,7 +61,7 @@ type GuestMountPlan struct {
 //     in a VM: it appears in the plan with Unsupported set and gets no disk.
 //   - mkfs/* and other format/* types are errors (qemubox wants containerd's
 //     mount manager for them), as is overlay, which erofs-vm never returns
-//     (DESIGN §4), and more than MaxDisks disks.
+//     (docs/design.md §4), and more than MaxDisks disks.
 func DisksFromMounts(mounts []mount.Mount) ([]Disk, GuestMountPlan, error) {
 	var disks []Disk
 	var plan GuestMountPlan
@@ -88,7 +88,7 @@ func DisksFromMounts(mounts []mount.Mount) ([]Disk, GuestMountPlan, error) {
 			gm.ReadOnly = slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "readonly")
 			disks = append(disks, Disk{Path: m.Source, Format: "raw", ReadOnly: gm.ReadOnly})
 		case m.Type == "overlay" || strings.Contains(m.Type, "overlay"):
-			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s: erofs-vm must never return an overlay mount (DESIGN §4)", i, m.Type)
+			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s: erofs-vm must never return an overlay mount (docs/design.md §4)", i, m.Type)
 		case strings.HasPrefix(m.Type, "mkfs/") || strings.HasPrefix(m.Type, "format/"):
 			return nil, GuestMountPlan{}, fmt.Errorf("mount %d: type %s is rejected by qemubox (needs containerd's mount manager)", i, m.Type)
 		default:
@@ -112,7 +112,7 @@ func DeviceName(i int) string {
 }
 
 // Script returns a busybox sh snippet that mounts the plan the way qemubox's
-// guest does (DESIGN.md §4): mount i at LayersDir/<i> (erofs read-only, ext4
+// guest does (docs/design.md §4): mount i at LayersDir/<i> (erofs read-only, ext4
 // read-write with upper/ and work/ created at its root if missing), then
 // RootDir as an overlay whose lowerdir is the erofs mounts in mount order
 // (qemubox's {{ overlay 0 N }}: mounts are newest first, as containerd

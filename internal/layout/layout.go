@@ -1,5 +1,5 @@
 // Package layout names the files of an erofs-vm snapshot directory
-// (DESIGN.md §3) and the marker through which the differ hands what it knows
+// (docs/design.md §3) and the marker through which the differ hands what it knows
 // about a layer to the snapshotter. It is shared by the snapshotter and the
 // differ so neither has to import the other.
 package layout

@@ -272,7 +272,7 @@ var (
 var Cases = []Case{
 	{
 		Name: "dotdot-escape", Expect: Reject, Err: `tar entry "../escape": path escapes the layer root`, ContainerdExpect: OK,
-		Why:        "a name climbing above the root is an attack or a broken tar; DESIGN §6 rejects it rather than guess",
+		Why:        "a name climbing above the root is an attack or a broken tar; docs/design.md §6 rejects it rather than guess",
 		Containerd: "cleans the name relative to the root: writes root/escape (clamps, no error)",
 		Write:      entries(file("ok", "ok"), file("../escape", "x")),
 	},
