@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -30,15 +29,15 @@ type ancestor struct {
 // Everything slow happens first, outside any write transaction, in the
 // snapshot's own directory (its id does not change): an extract snapshot's
 // layer.erofs is validated; a writable one's upper is converted into
-// layer.erofs; with parents, fsmeta.erofs and merged.vmdk are written; the
-// files are flagged immutable if configured. Then one write transaction
+// layer.erofs; the layer is flagged immutable if configured. The merged
+// disk over the parents (fsmeta.erofs, merged.vmdk) is not built here but
+// at the first Prepare or View that uses this snapshot (ensureMerged). Then one write transaction
 // records the commit with the §5 labels. A crash before it leaves the
 // snapshot active with extra files a retried Commit replaces; after it, a
 // complete committed snapshot.
 //
 // A parent given with snapshots.WithParent to a snapshot prepared without
-// one (the unpacker's parallel mode) rebases it: the fsmeta is built over
-// that parent's chain.
+// one (the unpacker's parallel mode) rebases it onto that parent's chain.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	if err := s.commit(ctx, name, key, opts); err != nil {
 		return fmt.Errorf("commit snapshot %q as %q: %w", key, name, err)
@@ -162,27 +161,23 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	files := []string{s.layerPath(id)}
 	layerReady := time.Now()
 	if len(chain) > 0 {
-		if err := writeMerged(ctx, dir, layers); err != nil {
-			return err
-		}
-		files = append(files, s.fsmetaPath(id), filepath.Join(dir, layout.VMDKFile))
+		// The merged disk itself is built at the first use of this
+		// snapshot as a parent (fsmeta.go), so an unpack's intermediate
+		// layers never pay for one; the order of its layers is known now.
 		v, err := EncodeLayerOrder(order)
 		if err != nil {
 			return err
 		}
 		own[LabelLayerOrder] = v
-		own[LabelFSMetaReady] = "true"
-		own[LabelFSMetaLayers] = strconv.Itoa(len(layers))
-	} else {
-		// Left by an attempt that had a parent to rebase on: a base layer
-		// has no merged view.
-		for _, f := range []string{s.fsmetaPath(id), filepath.Join(dir, layout.VMDKFile)} {
-			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
+	}
+	// Merged files in an active snapshot's dir are left by an attempt of
+	// an older version that built them at Commit: whatever this commit's
+	// chain is, they do not describe it.
+	for _, f := range mergedFiles {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 	}
-	mergedDone := time.Now() // fsmeta.erofs and merged.vmdk, if any
 	own[LabelLayerBlobPath] = s.layerPath(id)
 	own[LabelMountType] = committedMountType(len(layers))
 	if s.cfg.SetImmutable {
@@ -218,7 +213,6 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	log.G(ctx).WithFields(log.Fields{
 		"d":      time.Since(start),
 		"layer":  layerReady.Sub(start), // validate, or convert the upper
-		"merged": mergedDone.Sub(layerReady),
 		"layers": len(layers),
 		"id":     id,
 	}).Debug("erofs-vm: snapshot committed")

@@ -85,3 +85,63 @@ func cycle(t *testing.T, s *Snapshotter, n string) error {
 	}
 	return nil
 }
+
+// TestConcurrentFirstUse: eight Prepares and Views race to be the first
+// use of the same never-used layer. The merged disk is built exactly once,
+// every caller gets mounts naming the complete disk, and the disk's bytes
+// do not change under the later callers.
+func TestConcurrentFirstUse(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{SetImmutable: true, DefaultWritableSize: 16 << 20})
+	ctx := testContext(t)
+	dirs := stack(t, s, 3)
+	var (
+		mu     sync.Mutex
+		builds int
+	)
+	old := testHook
+	testHook = func(step string) {
+		if step == "merge:vmdk-written" {
+			mu.Lock()
+			builds++
+			mu.Unlock()
+		}
+	}
+	t.Cleanup(func() { testHook = old })
+	const callers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			create := s.Prepare
+			if i%2 == 1 {
+				create = s.View
+			}
+			ms, err := create(ctx, fmt.Sprintf("use-%d", i), "l3")
+			if err != nil {
+				errs <- err
+				return
+			}
+			fsmeta := ms[0].Source
+			vmdk := filepath.Join(filepath.Dir(fsmeta), "merged.vmdk")
+			for _, f := range []string{fsmeta, vmdk} {
+				if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+					errs <- fmt.Errorf("caller %d: %s missing or empty when its mounts were returned: %v", i, f, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if builds != 1 {
+		t.Errorf("merged disk of l3 built %d times, want once", builds)
+	}
+	if _, err := os.Stat(filepath.Join(dirs[1], "merged.vmdk")); !os.IsNotExist(err) {
+		t.Errorf("l2, never used as a parent, has a merged disk: %v", err)
+	}
+}

@@ -48,6 +48,8 @@ func TestCrashChild(t *testing.T) {
 	switch op := os.Getenv(envCrashOp); op {
 	case "prepare":
 		_, err = s.Prepare(ctx, "new", "l2")
+	case "prepare-first-use":
+		_, err = s.Prepare(ctx, "new", "l3")
 	case "commit-writable":
 		err = s.Commit(ctx, "c", "w")
 	case "commit-extract":
@@ -71,9 +73,11 @@ func TestCrash(t *testing.T) {
 		steps  []string // in order; the last one is after the record
 		verify check
 	}{
-		{"prepare", []string{"create:populated", "create:renamed", "create:recorded"}, verifyPrepare},
-		{"commit-writable", []string{"commit:upper-mounted", "commit:layer-ready", "commit:fsmeta-written", "commit:vmdk-written", "commit:immutable-set", "commit:recorded"}, verifyCommit("w", "written in w")},
-		{"commit-extract", []string{"commit:layer-ready", "commit:fsmeta-written", "commit:vmdk-written", "commit:immutable-set", "commit:recorded"}, verifyCommit("x", "x")},
+		{"prepare", []string{"create:populated", "create:renamed", "create:recorded"}, verifyPrepare("l2")},
+		// l3 was never used as a parent: this Prepare builds its merged disk.
+		{"prepare-first-use", []string{"merge:fsmeta-written", "merge:vmdk-written", "merge:immutable-set", "create:populated", "create:renamed", "create:recorded"}, verifyPrepare("l3")},
+		{"commit-writable", []string{"commit:upper-mounted", "commit:layer-ready", "commit:immutable-set", "commit:recorded"}, verifyCommit("w", "written in w")},
+		{"commit-extract", []string{"commit:layer-ready", "commit:immutable-set", "commit:recorded"}, verifyCommit("x", "x")},
 		{"remove", []string{"remove:recorded", "remove:unflagged", "remove:deleted"}, verifyRemove},
 	}
 	for _, tc := range cases {
@@ -134,26 +138,58 @@ func seedCrashRoot(t *testing.T, root string) {
 	mkfsErofs(t, filepath.Join(ms[0].Source, "layer.erofs"), writeTree(t, map[string]string{"x": "x"}))
 }
 
-func verifyPrepare(t *testing.T, s *Snapshotter, recorded bool) {
-	ctx := testContext(t)
-	_, err := s.Stat(ctx, "new")
-	if !recorded {
-		if !errdefs.IsNotFound(err) {
-			t.Fatalf("snapshot recorded though the crash came first: %v", err)
+// verifyPrepare: before the record no snapshot exists and a retry works;
+// either way the mounts name files that exist, the parent's merged disk is
+// complete (with its flags), and the kernel reads the parent's stack
+// through it.
+func verifyPrepare(parent string) check {
+	return func(t *testing.T, s *Snapshotter, recorded bool) {
+		ctx := testContext(t)
+		_, err := s.Stat(ctx, "new")
+		if !recorded {
+			if !errdefs.IsNotFound(err) {
+				t.Fatalf("snapshot recorded though the crash came first: %v", err)
+			}
+			if _, err := s.Prepare(ctx, "new", parent); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+		} else if err != nil {
+			t.Fatalf("recorded snapshot lost: %v", err)
 		}
-		if _, err := s.Prepare(ctx, "new", "l2"); err != nil {
-			t.Fatalf("retry: %v", err)
+		ms, err := s.Mounts(ctx, "new")
+		if err != nil {
+			t.Fatal(err)
 		}
-	} else if err != nil {
-		t.Fatalf("recorded snapshot lost: %v", err)
-	}
-	ms, err := s.Mounts(ctx, "new")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms {
-		if _, err := os.Stat(m.Source); err != nil {
-			t.Errorf("mount source missing: %v", err)
+		for _, m := range ms {
+			if _, err := os.Stat(m.Source); err != nil {
+				t.Errorf("mount source missing: %v", err)
+			}
+		}
+		if got := s.mustLabel(t, parent, LabelFSMetaReady); got != "true" {
+			t.Fatalf("%s: fsmeta-ready = %q", parent, got)
+		}
+		dir := filepath.Dir(s.mustLabel(t, parent, LabelLayerBlobPath))
+		for _, f := range mergedFiles {
+			if on, err := isImmutable(filepath.Join(dir, f)); err != nil || !on {
+				t.Errorf("%s/%s immutable %v, %v", parent, f, on, err)
+			}
+		}
+		w, err := newHostMounter(s, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm, err := w.View(ctx, "check", parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p, c := range map[string]string{"only-l1/f": "l1", "only-" + parent + "/f": parent, "common": "from " + parent} {
+			b, err := os.ReadFile(filepath.Join(vm[0].Source, p))
+			if err != nil || string(b) != c {
+				t.Errorf("%s = %q, %v; want %q", p, b, err, c)
+			}
+		}
+		if err := w.Remove(ctx, "check"); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -174,9 +210,6 @@ func verifyCommit(key, content string) check {
 			}
 		} else if !errdefs.IsNotFound(err) {
 			t.Fatalf("active key still there after a recorded commit: %v", err)
-		}
-		if got := s.mustLabel(t, "c", LabelFSMetaReady); got != "true" {
-			t.Fatalf("fsmeta-ready = %q", got)
 		}
 		id := idOfCommitted(t, s, "c")
 		for _, f := range []string{"rwlayer.img", "rw"} {
@@ -200,6 +233,10 @@ func verifyCommit(key, content string) check {
 		}
 		if err := w.Remove(ctx, "check"); err != nil {
 			t.Fatal(err)
+		}
+		// The View above was c's first use: it built the merged disk.
+		if got := s.mustLabel(t, "c", LabelFSMetaReady); got != "true" {
+			t.Fatalf("fsmeta-ready after the first View = %q", got)
 		}
 	}
 }

@@ -102,6 +102,13 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		}
 	}
 	what := classify(kind, key, base.Labels)
+	if what != kindExtract && parent != "" {
+		// The mounts returned below name the parent's merged disk: it
+		// must be complete before they are handed out (docs/design.md §4).
+		if err := s.ensureMerged(ctx, parent); err != nil {
+			return nil, fmt.Errorf("snapshot %q: %w", key, err)
+		}
+	}
 	own := map[string]string{}
 	var size int64
 	switch what {

@@ -3,23 +3,62 @@ package snapshotter
 import (
 	"context"
 	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/continuity/fs"
+	"github.com/containerd/containerd/v2/pkg/filters"
 	"github.com/containerd/errdefs"
+
+	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
-// Stat returns the info of the snapshot key, labels included.
+// Stat returns the info of the snapshot key, labels included (with the
+// merged-disk labels derived from its files, see withMergedLabels).
 func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshots.Info, err error) {
+	var id string
 	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		_, info, _, err = storage.GetInfo(ctx, key)
+		id, info, _, err = storage.GetInfo(ctx, key)
 		return err
 	})
 	if err != nil {
 		return snapshots.Info{}, fmt.Errorf("stat snapshot %q: %w", key, err)
 	}
-	return info, nil
+	return s.withMergedLabels(id, info), nil
+}
+
+// withMergedLabels adds LabelFSMetaReady and LabelFSMetaLayers to the info
+// of a committed snapshot whose merged disk exists. They are derived, not
+// recorded: the merged disk is built at the snapshot's first use as a
+// parent (fsmeta.go), and recording a label then would change the
+// committed snapshot's Updated time, which containerd's snapshotter
+// conformance suite forbids (a committed snapshot's Created == Updated
+// until someone calls Update). The VMDK is written after the fsmeta it
+// names, so its presence is the proof that the disk is complete.
+func (s *Snapshotter) withMergedLabels(id string, info snapshots.Info) snapshots.Info {
+	if info.Kind != snapshots.KindCommitted || info.Parent == "" || !s.hasMerged(id) {
+		return info
+	}
+	labels := make(map[string]string, len(info.Labels)+2)
+	maps.Copy(labels, info.Labels)
+	labels[LabelFSMetaReady] = "true"
+	if order, err := DecodeLayerOrder(info.Labels[LabelLayerOrder]); err == nil {
+		labels[LabelFSMetaLayers] = strconv.Itoa(len(order))
+	}
+	info.Labels = labels
+	return info
+}
+
+// hasMerged reports whether snapshot id's merged disk is complete.
+func (s *Snapshotter) hasMerged(id string) bool {
+	_, err := os.Lstat(filepath.Join(s.dir(id), layout.VMDKFile))
+	return err == nil
 }
 
 // Update changes the labels of a snapshot, with containerd's usual
@@ -63,16 +102,61 @@ func touches(k string, fieldpaths []string) bool {
 }
 
 // Walk calls fn for every snapshot matching the filters (containerd filter
-// syntax: kind, name, parent, labels.<key>).
-func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...string) error {
+// syntax: kind, name, parent, labels.<key>). The filters see the derived
+// merged-disk labels too, so labels."erofs-vm/fsmeta-ready"==true selects
+// the snapshots whose merged disk exists.
+func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...string) error {
+	filter, err := filters.ParseAll(fs...)
+	if err != nil {
+		return fmt.Errorf("walk snapshots: %w", err)
+	}
 	return s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		return storage.WalkInfo(ctx, fn, filters...)
+		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
+			id, _, _, err := storage.GetInfo(ctx, info.Name)
+			if err != nil {
+				return err
+			}
+			info = s.withMergedLabels(id, info)
+			if !filter.Match(adaptInfo(info)) {
+				return nil
+			}
+			return fn(ctx, info)
+		})
+	})
+}
+
+// adaptInfo exposes a snapshot's fields to containerd's filter syntax the
+// way core/snapshots/storage does for the labels it stores.
+func adaptInfo(info snapshots.Info) filters.Adaptor {
+	return filters.AdapterFunc(func(fieldpath []string) (string, bool) {
+		if len(fieldpath) == 0 {
+			return "", false
+		}
+		switch fieldpath[0] {
+		case "kind":
+			switch info.Kind {
+			case snapshots.KindActive:
+				return "active", true
+			case snapshots.KindView:
+				return "view", true
+			case snapshots.KindCommitted:
+				return "committed", true
+			}
+		case "name":
+			return info.Name, true
+		case "parent":
+			return info.Parent, true
+		case "labels":
+			v, ok := info.Labels[strings.Join(fieldpath[1:], ".")]
+			return v, ok
+		}
+		return "", false
 	})
 }
 
 // Usage returns the real allocated bytes and inodes of the snapshot's
-// files. Committed snapshots never change, so theirs was measured at
-// Commit; an active one is measured now (a sparse rwlayer.img counts what
+// files. A committed snapshot's layer never changes, so it was measured at
+// Commit (its merged disk, once built, is added); an active one is measured now (a sparse rwlayer.img counts what
 // it has allocated, not its size).
 func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
 	var (
@@ -87,6 +171,15 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 		return snapshots.Usage{}, fmt.Errorf("usage of snapshot %q: %w", key, err)
 	}
 	if info.Kind == snapshots.KindCommitted {
+		// What Commit measured, plus the merged disk built since.
+		for _, f := range mergedFiles {
+			if fi, err := os.Lstat(filepath.Join(s.dir(id), f)); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					usage.Inodes++
+					usage.Size += st.Blocks * 512
+				}
+			}
+		}
 		return usage, nil
 	}
 	du, err := fs.DiskUsage(ctx, s.dir(id))

@@ -149,6 +149,30 @@ func TestCommittedStackLabels(t *testing.T) {
 	requireHost(t)
 	s, _ := newTestSnapshotter(t, Config{SetImmutable: true})
 	dirs := stack(t, s, 3)
+	ctx := testContext(t)
+	// An unpack builds no merged disk: until a View or Prepare uses l3,
+	// neither the files nor the labels that announce them exist.
+	for _, name := range []string{"l2", "l3"} {
+		info, err := s.Stat(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, has := info.Labels[LabelFSMetaReady]; has {
+			t.Errorf("%s: %s before any use", name, LabelFSMetaReady)
+		}
+	}
+	for _, f := range []string{"fsmeta.erofs", "merged.vmdk"} {
+		if _, err := os.Lstat(filepath.Join(dirs[2], f)); !os.IsNotExist(err) {
+			t.Errorf("%s exists before any use: %v", f, err)
+		}
+	}
+	if _, err := s.View(ctx, "use-l3", "l3"); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stat(ctx, "l3")
+	if err != nil || !info.Created.Equal(info.Updated) {
+		t.Errorf("l3: Created %v != Updated %v (%v): building the merged disk must not touch the record", info.Created, info.Updated, err)
+	}
 	want := map[string]string{
 		LabelExtract:         "true",
 		LabelLayerDigest:     fakeDigest("l3"),
@@ -174,15 +198,15 @@ func TestCommittedStackLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	sort.Strings(ready)
-	if !reflect.DeepEqual(ready, []string{"l2", "l3"}) {
-		t.Errorf("walk fsmeta-ready==true: %v, want [l2 l3]", ready)
+	if !reflect.DeepEqual(ready, []string{"l3"}) {
+		t.Errorf("walk fsmeta-ready==true: %v, want [l3] (l2 was never used as a parent)", ready)
 	}
 	order, err := DecodeLayerOrder(s.mustLabel(t, "l3", LabelLayerOrder))
 	if err != nil || len(order) != 3 {
 		t.Fatalf("layer order %v: %v", order, err)
 	}
 	// A base layer has neither fsmeta nor a layer order.
-	info, err := s.Stat(testContext(t), "l1")
+	info, err = s.Stat(testContext(t), "l1")
 	if err != nil {
 		t.Fatal(err)
 	}
