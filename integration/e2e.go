@@ -134,8 +134,11 @@ func ReadImageLayers(ctx context.Context, c *client.Client, img images.Image) (I
 // first, and checks that they are the only snapshots of sn and carry the
 // docs/design.md §5 labels: diff ID and blob digest, layer.erofs path (present,
 // and FS_IMMUTABLE_FL set when the label says so), mount type, and for
-// every layer above the base the layer order, fsmeta-ready and
-// fsmeta-layers, with fsmeta.erofs and merged.vmdk beside the layer.
+// every layer above the base the layer order. A layer's merged disk is
+// built at its first use as a parent (docs/design.md §4): where
+// fsmeta-ready says it exists, fsmeta-layers must count the stack and
+// fsmeta.erofs and merged.vmdk must be beside the layer; where it does
+// not, neither file may exist.
 func LayerSnapshots(ctx context.Context, sn snapshots.Snapshotter, l ImageLayers, immutable bool) ([]snapshots.Info, error) {
 	all := map[string]snapshots.Info{}
 	if err := sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
@@ -189,8 +192,10 @@ func checkLayerInfo(i int, info snapshots.Info, l ImageLayers, immutable bool) e
 		}
 		want[snapshotter.LabelMountType] = "format/erofs"
 		want[snapshotter.LabelLayerOrder] = order
-		want[snapshotter.LabelFSMetaReady] = "true"
-		want[snapshotter.LabelFSMetaLayers] = strconv.Itoa(i + 1)
+		if lbl[snapshotter.LabelFSMetaReady] != "" {
+			want[snapshotter.LabelFSMetaReady] = "true"
+			want[snapshotter.LabelFSMetaLayers] = strconv.Itoa(i + 1)
+		}
 	}
 	if immutable {
 		want[snapshotter.LabelImmutable] = "true"
@@ -206,8 +211,15 @@ func checkLayerInfo(i int, info snapshots.Info, l ImageLayers, immutable bool) e
 		return errors.Join(errs...)
 	}
 	files := []string{layer}
-	if i > 0 {
-		files = append(files, filepath.Join(filepath.Dir(layer), layout.FSMetaFile), filepath.Join(filepath.Dir(layer), layout.VMDKFile))
+	merged := []string{filepath.Join(filepath.Dir(layer), layout.FSMetaFile), filepath.Join(filepath.Dir(layer), layout.VMDKFile)}
+	if lbl[snapshotter.LabelFSMetaReady] == "true" {
+		files = append(files, merged...)
+	} else {
+		for _, f := range merged {
+			if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
+				bad("%s exists though no fsmeta-ready label announces it: %v", f, err)
+			}
+		}
 	}
 	for _, f := range files {
 		fi, err := os.Stat(f)

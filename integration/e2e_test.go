@@ -69,6 +69,13 @@ func TestE2E(t *testing.T) {
 	if err != nil {
 		t.Fatalf("layer snapshots:\n%v", err)
 	}
+	// An unpack hands out only bind mounts: it must build no merged disk
+	// (docs/design.md §4); the first View below builds the top one.
+	for i, info := range infos {
+		if v, has := info.Labels[snapshotter.LabelFSMetaReady]; has {
+			t.Errorf("layer %d: fsmeta-ready=%q right after the unpack", i+1, v)
+		}
+	}
 	layerFiles := LayerPaths(infos)
 	for i, f := range layerFiles {
 		if !strings.HasPrefix(f, d.SnapshotterRoot()+"/") {
@@ -185,8 +192,8 @@ func TestE2E(t *testing.T) {
 	if err != nil || len(order) != 4 || !slices.Equal(order[:3], digestStrings(layers.DiffIDs)) || !strings.HasPrefix(order[3], snapshotter.LayerOrderUnknownPrefix) {
 		t.Errorf("committed %s: layer order %q (%v), want the 3 diff IDs then snapshot:<id>", committed, order, err)
 	}
-	if v := cinfo.Labels[snapshotter.LabelFSMetaLayers]; v != "4" || cinfo.Labels[snapshotter.LabelFSMetaReady] != "true" {
-		t.Errorf("committed %s: fsmeta-layers %q fsmeta-ready %q", committed, v, cinfo.Labels[snapshotter.LabelFSMetaReady])
+	if _, has := cinfo.Labels[snapshotter.LabelFSMetaReady]; has {
+		t.Errorf("committed %s: fsmeta-ready before any use: its merged disk is built at the first View or Prepare", committed)
 	}
 	fourth := cinfo.Labels[snapshotter.LabelLayerBlobPath]
 	if got, err := ReadLayerFile(fourth, E2EGuestFile); err != nil || got != content+"\n" {
@@ -195,6 +202,12 @@ func TestE2E(t *testing.T) {
 	cview, err := ss.View(ctx, "e2e-committed-view", committed)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cinfo, err = ss.Stat(ctx, committed); err != nil {
+		t.Fatal(err)
+	}
+	if v := cinfo.Labels[snapshotter.LabelFSMetaLayers]; v != "4" || cinfo.Labels[snapshotter.LabelFSMetaReady] != "true" {
+		t.Errorf("committed %s after its first View: fsmeta-layers %q fsmeta-ready %q", committed, v, cinfo.Labels[snapshotter.LabelFSMetaReady])
 	}
 	if err := CheckMounts(cview, append(slices.Clone(layerFiles), fourth), false, 0); err != nil {
 		t.Errorf("view of the committed container: %v", err)

@@ -428,12 +428,16 @@ func rcCheckStore(snRoot string) (map[string]rcSnap, []string) {
 			} else {
 				im.Close()
 			}
-			if s.Parent != "" {
+			// The merged disk is built at the first use as a parent, fsmeta
+			// first, the VMDK last (docs/design.md §4): a VMDK means a whole
+			// fsmeta beside it; an fsmeta alone is a build a kill cut short,
+			// which the next use redoes.
+			if _, err := os.Lstat(filepath.Join(dir, layout.VMDKFile)); err == nil {
+				if s.Parent == "" {
+					bad = append(bad, fmt.Sprintf("committed %q has no parent but a %s", s.Name, layout.VMDKFile))
+				}
 				need(layout.FSMetaFile, true)
 				need(layout.VMDKFile, true)
-				if s.Labels[snapshotter.LabelFSMetaReady] != "true" {
-					bad = append(bad, fmt.Sprintf("committed %q has parents but no %s label", s.Name, snapshotter.LabelFSMetaReady))
-				}
 			}
 			if _, err := os.Lstat(filepath.Join(dir, layout.RWLayerFile)); err == nil {
 				bad = append(bad, fmt.Sprintf("committed %q still has %s after startup", s.Name, layout.RWLayerFile))
@@ -503,7 +507,22 @@ func rcSnapshotReaderTree(snRoot string, store map[string]rcSnap, s rcSnap, samp
 		}
 		p = next
 	}
-	return rcReaderTreeSampled(sample, filepath.Join(snRoot, "snapshots", s.ID, layout.FSMetaFile), chain...)
+	dir := filepath.Join(snRoot, "snapshots", s.ID)
+	if _, err := os.Lstat(filepath.Join(dir, layout.VMDKFile)); err == nil {
+		return rcReaderTreeSampled(sample, filepath.Join(dir, layout.FSMetaFile), chain...)
+	}
+	// No merged disk yet (it is built at the first use as a parent): merge
+	// the chain into a scratch fsmeta, which is what that use will build.
+	tmp, err := os.CreateTemp("", "rc-fsmeta-*.erofs")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := erofs.BuildFSMeta(context.Background(), tmp, chain); err != nil {
+		return nil, fmt.Errorf("%q: merge its chain: %w", s.Name, err)
+	}
+	return rcReaderTreeSampled(sample, tmp.Name(), chain...)
 }
 
 // rcBackingKey returns the key part of a backing snapshot name

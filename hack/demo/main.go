@@ -141,7 +141,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.begin("Import %s and unpack it with the erofs-vm snapshotter and differ", integration.E2EArchive)
 	t0 := time.Now()
-	stopSpin := d.spin("layers → EROFS, then fsmeta + merged.vmdk per commit")
+	stopSpin := d.spin("layers → EROFS, one per layer")
 	layers, err := integration.ImportAndUnpack(ctx, d.client, archive, integration.E2EImage, integration.E2ESnapshotter)
 	stopSpin()
 	if err != nil {
@@ -174,7 +174,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := integration.CheckMounts(mounts, integration.LayerPaths(infos), true, writableSize(ctx, d, containerKey)); err != nil {
 		return fmt.Errorf("mounts are not what docs/design.md §4 says: %w", err)
 	}
-	d.done("one EROFS mount over all %d layers + one ext4 writable layer; nothing is mounted on the host", len(infos))
+	d.done("one EROFS mount over all %d layers (its fsmeta + merged.vmdk built now, at this first use) + one ext4 writable layer; nothing is mounted on the host", len(infos))
 	if err := d.cmd("erofsctl", "snapshot-mounts", containerKey); err != nil {
 		return err
 	}
@@ -256,8 +256,8 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.done("layer %s (%d bytes gzip): %s", shortDigest(desc.Digest.String()), desc.Size, strings.Join(names, ", "))
-	d.detail("committed as %q, a 4th EROFS layer with its own fsmeta + merged.vmdk:", committedKey)
-	for _, k := range []string{snapshotter.LabelFSMetaLayers, snapshotter.LabelMountType, snapshotter.LabelLayerOrder} {
+	d.detail("committed as %q, a 4th EROFS layer (its merged disk is built when something first uses it):", committedKey)
+	for _, k := range []string{snapshotter.LabelMountType, snapshotter.LabelLayerOrder} {
 		d.detail("  %-28s %s", k, ci.Labels[k])
 	}
 
