@@ -74,8 +74,16 @@ func run(repo, layerList string, runs int) error {
 	defer os.RemoveAll(work)
 	base := layerBlob{tar: rootfs, gz: gz(rootfs)}
 
+	config, err := os.ReadFile(filepath.Join(repo, "hack", "config.toml"))
+	if err != nil {
+		return err
+	}
+	daemonDir := filepath.Join(work, "daemon")
+	if err := os.Mkdir(daemonDir, 0o755); err != nil {
+		return err
+	}
 	ctx := context.Background()
-	d, err := integration.StartStandalone(ctx, filepath.Join(repo, "bin", "containerd-erofs"), filepath.Join(repo, "hack", "config.toml"), filepath.Join(work, "daemon"))
+	d, err := integration.StartStandalone(ctx, filepath.Join(repo, "bin", "containerd-erofs"), string(config), daemonDir)
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)
 	}
