@@ -3,7 +3,6 @@ package differ
 import (
 	"context"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/erofs-vm/containerd-erofs/erofs/testdata/hostile"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // TestApplyHostileLayers applies every layer of the hostile corpus
@@ -60,7 +60,7 @@ func TestApplyHostileLayers(t *testing.T) {
 				if m, err := layout.ReadMarker(dir); err != nil || m.DiffID != got.Digest {
 					t.Errorf("marker %+v, %v; want diff ID %s", m, err, got.Digest)
 				}
-				mnt := mountLayer(t, filepath.Join(dir, layout.LayerFile))
+				mnt := testmount.Erofs(t, filepath.Join(dir, layout.LayerFile))
 				if err := c.Verify(mnt); err != nil {
 					t.Fatalf("mounted layer: %v", err)
 				}
@@ -127,20 +127,4 @@ func storeGzipLayer(t *testing.T, cs content.Store, c hostile.Case) ocispec.Desc
 		t.Fatal(err)
 	}
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: info.Digest, Size: info.Size}
-}
-
-// mountLayer loop-mounts an EROFS image read-only under a temp dir,
-// unmounted (and its loop device released) at cleanup.
-func mountLayer(t *testing.T, image string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "erofs", "-o", "ro,loop", image, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v: %s", image, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
-	return mnt
 }

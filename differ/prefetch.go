@@ -3,6 +3,7 @@ package differ
 import (
 	"hash"
 	"io"
+	"sync"
 )
 
 // prefetchReader reads src ahead in its own goroutine, hashing each chunk
@@ -15,12 +16,13 @@ import (
 // early and waits for it, so h is complete and unused once Read returned
 // io.EOF or Close returned.
 type prefetchReader struct {
-	full chan *chunk // filled chunks, in order
-	free chan *chunk // empty chunks for the producer
-	done chan struct{}
-	exit chan struct{}
-	cur  *chunk
-	off  int
+	full   chan *chunk // filled chunks, in order
+	free   chan *chunk // empty chunks for the producer
+	done   chan struct{}
+	exit   chan struct{}
+	cur    *chunk
+	off    int
+	closed sync.Once
 }
 
 type chunk struct {
@@ -34,6 +36,11 @@ const (
 	prefetchChunks = 4
 )
 
+// chunkPool keeps the 1 MiB chunks between Applies. Allocating them anew
+// zeroed 4 MiB per layer: for the small layers a deep image stacks by the
+// hundred that was a third of an Apply's CPU time (BenchmarkApplyTinyLayer).
+var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, prefetchChunk)} }}
+
 func newPrefetchReader(src io.Reader, h hash.Hash) *prefetchReader {
 	p := &prefetchReader{
 		full: make(chan *chunk, prefetchChunks),
@@ -42,7 +49,9 @@ func newPrefetchReader(src io.Reader, h hash.Hash) *prefetchReader {
 		exit: make(chan struct{}),
 	}
 	for range prefetchChunks {
-		p.free <- &chunk{buf: make([]byte, prefetchChunk)}
+		c := chunkPool.Get().(*chunk)
+		c.n, c.err = 0, nil
+		p.free <- c
 	}
 	go p.produce(src, h)
 	return p
@@ -88,13 +97,22 @@ func (p *prefetchReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the producer and waits for it.
+// Close stops the producer, waits for it, and returns the chunks to the
+// pool; Read must not be called after it. Closing twice is harmless.
 func (p *prefetchReader) Close() error {
-	select {
-	case <-p.done:
-	default:
+	p.closed.Do(func() {
 		close(p.done)
-	}
-	<-p.exit
+		<-p.exit
+		// The producer is gone: every chunk is in full, in free, or cur.
+		if p.cur != nil {
+			chunkPool.Put(p.cur)
+			p.cur = nil
+		}
+		for _, ch := range []chan *chunk{p.full, p.free} {
+			for len(ch) > 0 {
+				chunkPool.Put(<-ch)
+			}
+		}
+	})
 	return nil
 }
