@@ -24,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/commitgate"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
@@ -72,6 +73,15 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 			}
 		}
 		lfs = im
+	}
+	if us.ext4Image != "" && !commitgate.Quiesced(config.Labels) {
+		// The same gate as the snapshotter's Commit: a running VM still
+		// writes the ext4 (docs/design.md §11).
+		unlock, err := commitgate.Lock(us.ext4Image)
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("erofs-vm: compare: %w", err)
+		}
+		defer unlock()
 	}
 	var desc ocispec.Descriptor
 	err = withUpperDir(ctx, us, func(dir string) error {
@@ -164,7 +174,9 @@ func (d *Differ) writeDiffBlob(ctx context.Context, config *diff.Config, compres
 
 	lbls := map[string]string{}
 	for k, v := range config.Labels {
-		lbls[k] = v
+		if k != commitgate.QuiescedLabel { // an instruction for this call, not content metadata
+			lbls[k] = v
+		}
 	}
 	lbls[labels.LabelUncompressed] = uncompressed.Digest().String()
 	dgst := cw.Digest()

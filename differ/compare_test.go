@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/erofs-vm/containerd-erofs/differ/difftest"
+	"github.com/erofs-vm/containerd-erofs/internal/commitgate"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
@@ -324,5 +325,48 @@ func assertNoMountOf(t *testing.T, file string) {
 	}
 	if len(bytes.TrimSpace(out)) != 0 {
 		t.Errorf("loop device still attached to %s: %s", file, out)
+	}
+}
+
+// TestCompareGate: Compare of an active block-mode snapshot takes the same
+// gate as the snapshotter's Commit. With a VM's byte-range OFD lock on
+// rwlayer.img it fails with FailedPrecondition and writes no content; with
+// the quiesced label it reads anyway and the label stays off the content.
+func TestCompareGate(t *testing.T) {
+	s := newCompareSetup(t)
+	f := newFixture(t)
+	vm, err := os.OpenFile(s.ext4Img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 100, Len: 1}
+	if err := unix.FcntlFlock(vm.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	upper := append(s.lowerMounts(), mount.Mount{Type: "ext4", Source: s.ext4Img})
+	_, err = f.d.Compare(context.Background(), s.lowerMounts(), upper)
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "container is still running") {
+		t.Fatalf("Compare while the VM holds rwlayer.img: %v, want FailedPrecondition", err)
+	}
+	var blobs int
+	if err := f.store.Walk(context.Background(), func(content.Info) error { blobs++; return nil }); (err != nil && !os.IsNotExist(err)) || blobs != 0 {
+		t.Errorf("a refused Compare left %d blobs (%v)", blobs, err)
+	}
+	desc, err := f.d.Compare(context.Background(), s.lowerMounts(), upper,
+		diff.WithLabels(map[string]string{commitgate.QuiescedLabel: "true", "kept": "yes"}))
+	if err != nil {
+		t.Fatalf("quiesced Compare while locked: %v", err)
+	}
+	info, err := f.store.Info(context.Background(), desc.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stored := info.Labels[commitgate.QuiescedLabel]; stored || info.Labels["kept"] != "yes" {
+		t.Errorf("content labels %v: want kept=yes and no %s", info.Labels, commitgate.QuiescedLabel)
+	}
+	got := applyTarOnCopy(t, s.lowerDir, readDiff(t, f.store, desc), difftest.Options{})
+	if d := difftest.Diff(s.merged, got); len(d) > 0 {
+		t.Errorf("quiesced diff applied != merged tree:\n%s", strings.Join(d, "\n"))
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/erofs-vm/containerd-erofs/internal/commitgate"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
@@ -100,13 +101,23 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 		return err
 	}
 	dir := s.dir(id)
+	extract, err := s.isExtract(id)
+	if err != nil {
+		return err
+	}
+	if !extract && s.cfg.CommitMode == CommitModeBlock && !commitgate.Quiesced(base.Labels) {
+		// A running VM still writes rwlayer.img: refuse before anything
+		// changes, and keep the VM out for the whole read
+		// (docs/design.md §11). Not a conversion error: nothing is recorded.
+		unlock, err := commitgate.Lock(s.rwLayerPath(id))
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	// A Commit retried after a crash or a failed transaction may find its
 	// files flagged: lift the flag so they can be replaced.
 	if err := clearImmutableTree(dir); err != nil {
-		return err
-	}
-	extract, err := s.isExtract(id)
-	if err != nil {
 		return err
 	}
 	own := map[string]string{}
@@ -194,7 +205,18 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 		return err
 	}
 
-	opts = append(opts[:len(opts):len(opts)], snapshots.WithLabels(own))
+	// The caller's options, less the quiesced instruction, which is for
+	// this call only, then the labels the snapshotter sets.
+	callerOpts := opts
+	opts = []snapshots.Opt{func(info *snapshots.Info) error {
+		for _, o := range callerOpts {
+			if err := o(info); err != nil {
+				return err
+			}
+		}
+		delete(info.Labels, commitgate.QuiescedLabel)
+		return nil
+	}, snapshots.WithLabels(own)}
 	if err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
 		cur, _, _, err := storage.GetInfo(ctx, key)
 		if err != nil {
