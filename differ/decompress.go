@@ -33,7 +33,6 @@ import (
 // BENCHMARKS.md). Here the inflater reads and writes OS pipes enlarged to
 // 1 MiB, fed in 1 MiB writes, and the caller reads its stdout directly.
 //
-//
 // One departure from containerd's choice: a gzip blob smaller than
 // smallGzipBlob is inflated in process. Starting igzip costs ~1.5 ms, in
 // process a small layer takes ~35 µs (BenchmarkApplyTinyLayer's layer), and

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // Tests that need a fresh process (peak RSS, a different environment)
@@ -231,7 +233,7 @@ func TestConvertDeterministic(t *testing.T) {
 // size, data past block 2^20) streamed through a pipe reads back right
 // through the kernel at its start, across the 4 GiB boundary and at its end.
 func TestConvertTarHugeFile(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("streams 4.5 GiB through the converter")
 	}
@@ -274,7 +276,7 @@ func TestConvertTarHugeFile(t *testing.T) {
 	if _, err := ConvertTar(context.Background(), dst, pr, ConvertOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	mnt := mountImage(t, img)
+	mnt := testmount.Erofs(t, img)
 	f, err := os.Open(filepath.Join(mnt, "huge"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"github.com/erofs-vm/containerd-erofs/internal/treecmp"
 	"golang.org/x/sys/unix"
 )
@@ -18,7 +19,7 @@ import (
 // nanosecond mtimes, a socket), converts it, and compares the kernel's
 // view of the image with the source tree.
 func TestConvertDir(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	src := filepath.Join(t.TempDir(), "upper")
 	must := func(err error) {
 		t.Helper()
@@ -77,7 +78,7 @@ func TestConvertDir(t *testing.T) {
 	// The image has no socket: drop it from the source before comparing.
 	must(os.Remove(filepath.Join(src, "sock/s")))
 	fsck(t, img)
-	mnt := mountImage(t, img)
+	mnt := testmount.Erofs(t, img)
 	treecmp.Compare(t, src, mnt, treecmp.Options{IgnoreMtime: func(p string) bool { return p == "sock" }})
 	var st unix.Stat_t
 	must(unix.Lstat(filepath.Join(mnt, "etc/big"), &st))
@@ -91,7 +92,7 @@ func TestConvertDir(t *testing.T) {
 // tmpfs, which (unlike ext4 without ea_inode) takes values up to Linux's
 // own limit of 65536 bytes and any number of them.
 func TestConvertDirErrors(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	big := func(n int) []byte { return bytes.Repeat([]byte{'v'}, n) }
 	cases := []struct {
 		name   string

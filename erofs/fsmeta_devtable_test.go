@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // TestBuildFSMetaDeviceTableAfterTails: a stack too deep for the device
@@ -88,6 +90,6 @@ func TestBuildFSMetaDeviceTableAfterTails(t *testing.T) {
 	if err := os.WriteFile(flat, all, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mnt := mountImage(t, flat)
+	mnt := testmount.Erofs(t, flat)
 	check("kernel", func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(mnt, name)) })
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/erofs-vm/containerd-erofs/erofs/testdata/hostile"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // TestHostileLayers runs the hostile-layer corpus (testdata/hostile) through
@@ -54,7 +55,7 @@ func TestHostileLayers(t *testing.T) {
 				if c.Name != "deep-dir-chain" {
 					fsckNoExtract(t, dst.Name())
 				}
-				mnt := mountImage(t, dst.Name())
+				mnt := testmount.Erofs(t, dst.Name())
 				if err := c.Verify(mnt); err != nil {
 					t.Fatalf("mounted image: %v", err)
 				}
@@ -69,7 +70,7 @@ func TestHostileLayers(t *testing.T) {
 				if _, err := BuildFSMeta(context.Background(), out, []string{dst.Name()}); err != nil {
 					t.Fatalf("fsmeta over the layer: %v", err)
 				}
-				if err := c.Verify(mountImage(t, fsmeta, dst.Name())); err != nil {
+				if err := c.Verify(testmount.Erofs(t, fsmeta, dst.Name())); err != nil {
 					t.Fatalf("mounted fsmeta: %v", err)
 				}
 			}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // repoRoot walks up from the test's directory to the module root.
@@ -46,7 +48,7 @@ func testAsset(t testing.TB, rel, target string) string {
 // opaque dirs and hardlinks) and judges each by the kernel, fsck.erofs and
 // GNU tar.
 func TestConvertDebianLayers(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("converts and extracts ~150 MB of layers")
 	}

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -141,14 +142,14 @@ func TestWriteImageKernel(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	t.Run("device", func(t *testing.T) { check(t, mountImage(t, img, devPath)) })
+	t.Run("device", func(t *testing.T) { check(t, testmount.Erofs(t, img, devPath)) })
 	t.Run("flat", func(t *testing.T) {
 		flat := filepath.Join(dir, "flat")
 		imgBytes, _ := os.ReadFile(img)
 		if err := os.WriteFile(flat, append(imgBytes, devData...), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		check(t, mountImage(t, flat))
+		check(t, testmount.Erofs(t, flat))
 	})
 	t.Run("fsck", func(t *testing.T) { fsck(t, img, devPath) })
 }

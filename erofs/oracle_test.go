@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"github.com/erofs-vm/containerd-erofs/internal/treecmp"
 	"golang.org/x/sys/unix"
 )
@@ -179,7 +180,7 @@ func oracle(t *testing.T, tarPath string, fixup func(gnu string)) string {
 		fi, err := os.Lstat(filepath.Join(want, p))
 		return err == nil && fi.IsDir() && !explicit[p]
 	}}
-	mnt := mountImage(t, img)
+	mnt := testmount.Erofs(t, img)
 	treecmp.Compare(t, want, mnt, opts)
 	extracted := fsck(t, img)
 	// fsck.erofs 1.5 --extract restores neither xattrs, hardlinks nor

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,7 +174,7 @@ func TestReaderOnConvertTar(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			im, img := rdConvertAndRead(t, tarPath)
 			n := compareTree(t, im, rdGNUExtract(t, tarPath), cmpOpts{skipRootMeta: true})
-			compareTree(t, im, mountErofs(t, img), cmpOpts{inoIsNid: true})
+			compareTree(t, im, testmount.Erofs(t, img), cmpOpts{inoIsNid: true})
 			t.Logf("%d entries: reader(ConvertTar) = GNU tar = kernel mount", n)
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	goerofs "github.com/erofs/go-erofs"
 )
 
@@ -73,7 +74,7 @@ func TestGoErofsReader(t *testing.T) {
 				if err := os.WriteFile(zp, img, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				compareTree(t, ours, mountErofs(t, zp), cmpOpts{inoIsNid: true})
+				compareTree(t, ours, testmount.Erofs(t, zp), cmpOpts{inoIsNid: true})
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // Multi-device images: mkfs.erofs --blobdev puts chunked file data on an
@@ -74,7 +76,7 @@ func TestReaderMultiDevice(t *testing.T) {
 			t.Fatalf("extents of big: %+v, want one extent on device 1", ext)
 		}
 		compareTree(t, im, src, cmpOpts{skipRootMeta: true})
-		compareTree(t, im, mountErofs(t, img, blob), cmpOpts{inoIsNid: true})
+		compareTree(t, im, testmount.Erofs(t, img, blob), cmpOpts{inoIsNid: true})
 	})
 
 	t.Run("missing-mapped-blkaddr", func(t *testing.T) {
@@ -122,7 +124,7 @@ func TestReaderMultiDevice(t *testing.T) {
 		}
 		compareTree(t, im, src, cmpOpts{skipRootMeta: true})
 		// The kernel mounts the concatenation as ONE loop device.
-		compareTree(t, im, mountErofs(t, flat), cmpOpts{inoIsNid: true})
+		compareTree(t, im, testmount.Erofs(t, flat), cmpOpts{inoIsNid: true})
 
 		// The patched metadata still reads with the blob as a device.
 		patched := filepath.Join(t.TempDir(), "patched.img")

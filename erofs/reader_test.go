@@ -14,6 +14,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // The reader against Debian's mkfs.erofs 1.5 and the kernel: every variant
@@ -114,7 +116,7 @@ func TestReaderMkfsVariants(t *testing.T) {
 			}
 			defer im.Close()
 			n := compareTree(t, im, src, cmpOpts{mtime: tc.mtime, skipRootMeta: true})
-			mnt := mountErofs(t, img)
+			mnt := testmount.Erofs(t, img)
 			compareTree(t, im, mnt, cmpOpts{inoIsNid: true})
 			t.Logf("%d entries equal to the source and the kernel mount", n)
 			if shared := sharedXattrInodes(t, im); shared == 0 {
@@ -225,7 +227,7 @@ func TestReaderBigDir(t *testing.T) {
 	if len(ents) != n {
 		t.Fatalf("%d entries, want %d", len(ents), n)
 	}
-	mnt := mountErofs(t, img)
+	mnt := testmount.Erofs(t, img)
 	for i, e := range ents {
 		want := fmt.Sprintf("f%06d", i)
 		if e.Name() != want {
@@ -393,7 +395,7 @@ func TestReaderCompactMtime(t *testing.T) {
 	if got := fi.Sys().(*Inode).Mtime; got != 1000+offset {
 		t.Errorf("reader mtime %d, want build time 1000 + %d", got, offset)
 	}
-	st, err := os.Lstat(filepath.Join(mountErofs(t, p), "small"))
+	st, err := os.Lstat(filepath.Join(testmount.Erofs(t, p), "small"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,31 +59,6 @@ func mkfsErofs(t testing.TB, src string, args ...string) string {
 	return img
 }
 
-// mountErofs loop-mounts img read-only (devices as extra loop devices) and
-// returns the mount point; everything is undone in t.Cleanup.
-func mountErofs(t testing.TB, img string, devices ...string) string {
-	t.Helper()
-	needRoot(t)
-	attach := func(f string) string {
-		dev := strings.TrimSpace(runCmd(t, "losetup", "--find", "--show", "--read-only", f))
-		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-		return dev
-	}
-	dev := attach(img)
-	opts := "ro"
-	for _, d := range devices {
-		opts += ",device=" + attach(d)
-	}
-	mnt := t.TempDir()
-	runCmd(t, "mount", "-t", "erofs", "-o", opts, dev, mnt)
-	t.Cleanup(func() {
-		if err := exec.Command("umount", mnt).Run(); err != nil {
-			exec.Command("umount", "-l", mnt).Run()
-		}
-	})
-	return mnt
-}
-
 // treeOpts selects what buildTree makes.
 type treeOpts struct {
 	bigDir int // entries of the big directory (0: none)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ func TestReaderLongXattrPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := make([]byte, 64)
-	n, err := unix.Lgetxattr(filepath.Join(mountErofs(t, p), "xattr"), want, v)
+	n, err := unix.Lgetxattr(filepath.Join(testmount.Erofs(t, p), "xattr"), want, v)
 	if err != nil || string(v[:n]) != "value" {
 		t.Fatalf("kernel getxattr %s: %q %v", want, v[:max(n, 0)], err)
 	}

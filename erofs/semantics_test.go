@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +36,7 @@ var (
 )
 
 func TestLayerSemantics(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	oldTime := func(tm time.Time) func(*tar.Header) { return func(h *tar.Header) { h.ModTime = tm } }
 	cases := []struct {
 		name    string
@@ -131,7 +132,7 @@ func TestLayerSemantics(t *testing.T) {
 			writeTar(t, tarPath, tar.FormatPAX, tc.entries)
 			img, _ := convertFile(t, tarPath, dir)
 			fsck(t, img)
-			mnt := mountImage(t, img)
+			mnt := testmount.Erofs(t, img)
 			im, err := Open(img)
 			if err != nil {
 				t.Fatalf("our reader: %v", err)
@@ -208,7 +209,7 @@ func checkReaderEntry(t *testing.T, im *Image, w wantEntry) {
 // show the merged tree: the upper layer's own entries stay, and the
 // whiteouts hide only the lower layer's (OCI layer.md).
 func TestWhiteoutOwnLayerInStack(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	dir := t.TempDir()
 	lower := filepath.Join(dir, "lower.tar")
 	writeTar(t, lower, tar.FormatPAX, []tarEntry{
@@ -233,7 +234,7 @@ func TestWhiteoutOwnLayerInStack(t *testing.T) {
 	}
 	fsmeta := filepath.Join(dir, "fsmeta.erofs")
 	buildTo(t, fsmeta, layers)
-	mnt := mountImage(t, fsmeta, layers...)
+	mnt := testmount.Erofs(t, fsmeta, layers...)
 	want := map[string]string{"d/y": "upper y", "d/z": "lower z", "e/new": "upper e/new"}
 	for p, data := range want {
 		if b, err := os.ReadFile(filepath.Join(mnt, p)); err != nil || string(b) != data {
@@ -255,7 +256,7 @@ func TestWhiteoutOwnLayerInStack(t *testing.T) {
 // 1970 (a negative superblock build time in each), which the merge must
 // read and the kernel must show unchanged.
 func TestFSMetaPre1970(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	dir := t.TempDir()
 	var layers []string
 	for i, name := range []string{"a", "b"} {
@@ -288,7 +289,7 @@ func TestFSMetaPre1970(t *testing.T) {
 		t.Fatalf("BuildFSMeta over pre-1970 layers: %v", err)
 	}
 	f.Close()
-	mnt := mountImage(t, fsmeta, layers...)
+	mnt := testmount.Erofs(t, fsmeta, layers...)
 	for i, name := range []string{"a", "b"} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(mnt, name, "f"), &st); err != nil {

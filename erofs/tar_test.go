@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,7 +79,7 @@ func posixACL() string {
 // TestConvertTarKernel is the corpus: every entry type and edge case the
 // converter claims, each judged by the kernel, fsck.erofs and GNU tar.
 func TestConvertTarKernel(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	long := strings.Repeat("long-component-", 16)[:240]
 	cases := []struct {
 		name    string
@@ -219,7 +220,7 @@ func TestConvertTarKernel(t *testing.T) {
 // (it refuses ".." and resolves absolute symlinks on the host), checked
 // against containerd's meaning through the kernel.
 func TestConvertTarSemantics(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	p := filepath.Join(t.TempDir(), "l.tar")
 	writeTar(t, p, tar.FormatPAX, []tarEntry{
 		reg("x/y/../z", 0o644, "dotdot inside"),
@@ -231,7 +232,7 @@ func TestConvertTarSemantics(t *testing.T) {
 	})
 	img, _ := convertFile(t, p, t.TempDir())
 	fsck(t, img)
-	mnt := mountImage(t, img)
+	mnt := testmount.Erofs(t, img)
 	for name, want := range map[string]string{
 		"x/z": "dotdot inside", "usr/lib/libc": "absolute symlink parent", "usr/lib/up": "dotdot symlink clamped at root",
 		"gone": "file over dir",
@@ -270,7 +271,7 @@ func TestConvertTarSemantics(t *testing.T) {
 // TestConvertTarSparse uses GNU tar's own sparse encodings (old GNU 'S'
 // entries and PAX GNU.sparse 1.0), which Go's writer cannot produce.
 func TestConvertTarSparse(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	src := t.TempDir()
 	f, err := os.Create(filepath.Join(src, "sparse"))
 	if err != nil {
@@ -305,7 +306,7 @@ func TestConvertTarSparse(t *testing.T) {
 // blocks and the kernel reads the data back at its offsets. (The zeros
 // still cost memory bandwidth: ~1 s per 16 GiB of hole.)
 func TestConvertTarSparseHuge(t *testing.T) {
-	requireRoot(t)
+	testmount.RequireRoot(t)
 	src := t.TempDir()
 	f, err := os.Create(filepath.Join(src, "lastlog"))
 	if err != nil {
@@ -334,7 +335,7 @@ func TestConvertTarSparseHuge(t *testing.T) {
 	if st.Blocks*512 > 1<<20 {
 		t.Errorf("image of %d bytes allocates %d bytes: holes were written", st.Size, st.Blocks*512)
 	}
-	mnt := mountImage(t, img)
+	mnt := testmount.Erofs(t, img)
 	g, err := os.Open(filepath.Join(mnt, "lastlog"))
 	if err != nil {
 		t.Fatal(err)

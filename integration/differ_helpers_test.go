@@ -11,15 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/erofs-vm/containerd-erofs/differ/difftest"
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // differAsset returns a file of _output/images, or skips (fails under
@@ -42,66 +41,6 @@ func differRequireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon, loop devices and kernel mounts")
 	}
-}
-
-// differRun runs a command with a timeout and returns its output, failing t
-// on error.
-func differRun(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// differLoop attaches file to a free loop device (read-only unless rw) and
-// detaches it at cleanup.
-func differLoop(t testing.TB, file string, rw bool) string {
-	t.Helper()
-	args := []string{"--find", "--show"}
-	if !rw {
-		args = append(args, "--read-only")
-	}
-	dev := strings.TrimSpace(differRun(t, "losetup", append(args, file)...))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-// differMount mounts src on a new dir under t.TempDir() and unmounts it at
-// cleanup (registered after the loop devices it uses, so it runs first).
-func differMount(t testing.TB, fstype, src, opts string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(t.TempDir(), fstype+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(src, dir, fstype, 0, opts); err != nil {
-		t.Fatalf("mount -t %s -o %s %s %s: %v", fstype, opts, src, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// differMountErofs mounts an EROFS image (plus extra devices) read-only with
-// the kernel, each file on its own loop device.
-func differMountErofs(t testing.TB, image string, devices ...string) string {
-	t.Helper()
-	opts := []string{"ro"}
-	for _, d := range devices {
-		opts = append(opts, "device="+differLoop(t, d, false))
-	}
-	return differMount(t, "erofs", differLoop(t, image, false), strings.Join(opts, ","))
 }
 
 // differMountSnapshot mounts the raw mounts of an erofs-vm snapshot the
@@ -141,7 +80,7 @@ func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string
 	for _, m := range mounts {
 		switch m.Type {
 		case "erofs":
-			lower = differMountErofs(t, m.Source)
+			lower = testmount.Erofs(t, m.Source)
 		case "format/erofs":
 			var devs []string
 			for _, o := range m.Options {
@@ -149,9 +88,9 @@ func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string
 					devs = append(devs, d)
 				}
 			}
-			lower = differMountErofs(t, m.Source, devs...)
+			lower = testmount.Erofs(t, m.Source, devs...)
 		case "ext4":
-			rw = differMount(t, "ext4", differLoop(t, m.Source, true), "")
+			rw = testmount.Mount(t, "ext4", testmount.Loop(t, m.Source, true), "")
 		case "bind":
 			// overlay commit mode: rw/ (upper/ and work/ inside), or rw/upper
 			// alone for a snapshot without parent.
@@ -175,7 +114,7 @@ func differMountWritable(t testing.TB, mounts []mount.Mount) (root, upper string
 	if lower == "" {
 		return upper, upper
 	}
-	return differMount(t, "overlay", "overlay",
+	return testmount.Mount(t, "overlay", "overlay",
 		"lowerdir="+lower+",upperdir="+upper+",workdir="+filepath.Join(rw, "work")), upper
 }
 

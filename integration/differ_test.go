@@ -18,6 +18,7 @@ import (
 
 	"github.com/erofs-vm/containerd-erofs/differ/difftest"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"github.com/erofs-vm/containerd-erofs/snapshotter"
 )
 
@@ -100,7 +101,7 @@ func TestDifferImport(t *testing.T) {
 	var refTrees []map[string]difftest.Entry
 	for _, l := range differImageLayers {
 		ref := differReferenceLayer(t, differAsset(t, l))
-		refTrees = append(refTrees, differTree(t, differMountErofs(t, ref), allXattrs))
+		refTrees = append(refTrees, differTree(t, testmount.Erofs(t, ref), allXattrs))
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +147,7 @@ func TestDifferImport(t *testing.T) {
 				if out, err := exec.Command("fsck.erofs", layer).CombinedOutput(); err != nil {
 					t.Errorf("layer %d: fsck.erofs %s: %v\n%s", i+1, layer, err, out)
 				}
-				got := differTree(t, differMountErofs(t, layer), allXattrs)
+				got := differTree(t, testmount.Erofs(t, layer), allXattrs)
 				if diff := difftest.Diff(refTrees[i], got); len(diff) > 0 {
 					t.Errorf("layer %d: unpacked layer.erofs != direct conversion of %s:\n%s", i+1, differImageLayers[i], strings.Join(diff, "\n"))
 				}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -106,9 +107,9 @@ func smallExt4(t *testing.T, size int64) string {
 	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
-	differRun(t, "mkfs.ext4", "-q", "-F", img)
-	dev := differLoop(t, img, true)
-	return differMount(t, "ext4", dev, "")
+	testmount.Run(t, "mkfs.ext4", "-q", "-F", img)
+	dev := testmount.Loop(t, img, true)
+	return testmount.Mount(t, "ext4", dev, "")
 }
 
 // freeBlocks is the filesystem's count of free blocks.

@@ -1,15 +1,14 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/erofs-vm/containerd-erofs/integration/guest"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 )
 
 // Host helpers for the fsmeta views: loop devices, mounts, tools. Every
@@ -57,38 +56,6 @@ func fsmetaAsset(t *testing.T, rel, target string) string {
 	return p
 }
 
-// fsmetaRun runs a command with a timeout and fails t with its output on error.
-func fsmetaRun(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	return fsmetaRunIn(t, "", name, args...)
-}
-
-// fsmetaRunIn is fsmetaRun in working directory dir.
-func fsmetaRunIn(t testing.TB, dir, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// fsmetaLoop attaches file read-only to a free loop device.
-func fsmetaLoop(t testing.TB, file string) string {
-	t.Helper()
-	dev := strings.TrimSpace(fsmetaRun(t, "losetup", "--find", "--show", "--read-only", file))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
 // fsmetaMount mounts src on a new dir under base and unmounts it at cleanup.
 func fsmetaMount(t testing.TB, base, name, fstype, src string, opts ...string) string {
 	t.Helper()
@@ -97,7 +64,7 @@ func fsmetaMount(t testing.TB, base, name, fstype, src string, opts ...string) s
 		t.Fatal(err)
 	}
 	o := strings.Join(append([]string{"ro"}, opts...), ",")
-	fsmetaRun(t, "mount", "-t", fstype, "-o", o, src, dir)
+	testmount.Run(t, "mount", "-t", fstype, "-o", o, src, dir)
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v: %s", dir, err, out)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/testmount"
 	"github.com/erofs-vm/containerd-erofs/vmdk"
 )
 
@@ -29,7 +30,7 @@ import (
 // erofs-utils, an implementation independent of ours.
 func mkfsLayer(t *testing.T, dir, out string) {
 	t.Helper()
-	fsmetaRun(t, "mkfs.erofs", "--quiet", "--preserve-mtime", "-Uc1b9d5a2-1b2c-4d5e-8f90-123456789abc", out, dir)
+	testmount.Run(t, "mkfs.erofs", "--quiet", "--preserve-mtime", "-Uc1b9d5a2-1b2c-4d5e-8f90-123456789abc", out, dir)
 }
 
 // maxLoopLayers: stacks up to this many layers get a loop device per
@@ -50,7 +51,7 @@ func oracleTree(t *testing.T, base string, layers []string) fsmetaView {
 	for i, l := range layers {
 		src := l
 		if len(layers) <= maxLoopLayers {
-			src = fsmetaLoop(t, l)
+			src = testmount.Loop(t, l, false)
 		}
 		name := fmt.Sprintf("L%d", i)
 		fsmetaMount(t, base, name, "erofs", src)
@@ -63,7 +64,7 @@ func oracleTree(t *testing.T, base string, layers []string) fsmetaView {
 	// fit in mount(2)'s one page of options.
 	dir := filepath.Join(base, "oracle")
 	fsmetaMust(t, os.MkdirAll(dir, 0o755))
-	fsmetaRunIn(t, base, "mount", "-t", "overlay", "overlay", "-o", "ro,lowerdir="+strings.Join(lowers, ":"), dir)
+	testmount.RunIn(t, base, "mount", "-t", "overlay", "overlay", "-o", "ro,lowerdir="+strings.Join(lowers, ":"), dir)
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v: %s", dir, err, out)
@@ -110,7 +111,7 @@ func flatFromVMDK(t *testing.T, base string, parts ...string) string {
 	fsmetaMust(t, err)
 	desc := filepath.Join(base, "merged.vmdk")
 	fsmetaMust(t, vmdk.WriteFile(desc, files))
-	info := fsmetaRun(t, "qemu-img", "info", "--output=json", desc)
+	info := testmount.Run(t, "qemu-img", "info", "--output=json", desc)
 	var want int64
 	for _, f := range files {
 		want += f.Size
@@ -119,7 +120,7 @@ func flatFromVMDK(t *testing.T, base string, parts ...string) string {
 		t.Fatalf("qemu-img info of %s does not show %d bytes:\n%s", desc, want, info)
 	}
 	flat := filepath.Join(base, "flat.raw")
-	fsmetaRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", desc, flat)
+	testmount.Run(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", desc, flat)
 	return flat
 }
 
@@ -133,13 +134,13 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle fsmetaV
 	for _, l := range layers {
 		fsckArgs = append(fsckArgs, "--device="+l)
 	}
-	fsmetaRun(t, "fsck.erofs", append(fsckArgs, fsmeta)...)
+	testmount.Run(t, "fsck.erofs", append(fsckArgs, fsmeta)...)
 
 	// (b) flat: one device, the kernel adds each slot's mapped_blkaddr.
 	flat := flatFromVMDK(t, base, append([]string{fsmeta}, layers...)...)
 	// fsck.erofs 1.5 cannot check a flat image (it insists on one --device
 	// per slot); the kernel mount below is the judge of the flat layout.
-	b := fsmetaTree(t, fsmetaMount(t, base, "flat", "erofs", fsmetaLoop(t, flat)))
+	b := fsmetaTree(t, fsmetaMount(t, base, "flat", "erofs", testmount.Loop(t, flat, false)))
 	fsmetaSameTree(t, "overlay", oracle, "flat", b, fsmetaDiffOpts{noNlink: true})
 	if len(layers) > maxDeviceOpts {
 		t.Logf("%d layers: multi-device mount skipped (device= options exceed mount(2)'s page)", len(layers))
@@ -149,9 +150,9 @@ func checkFSMetaViews(t *testing.T, base string, layers []string, oracle fsmetaV
 	// (a) multi-device: device= must name block devices, in table order.
 	var opts []string
 	for _, l := range layers {
-		opts = append(opts, "device="+fsmetaLoop(t, l))
+		opts = append(opts, "device="+testmount.Loop(t, l, false))
 	}
-	multi := fsmetaMount(t, base, "multi", "erofs", fsmetaLoop(t, fsmeta), opts...)
+	multi := fsmetaMount(t, base, "multi", "erofs", testmount.Loop(t, fsmeta, false), opts...)
 	a := fsmetaTree(t, multi)
 	// Exact, nlink included: both are the same fsmeta.
 	fsmetaSameTree(t, "flat", b, "multi-device", a, fsmetaDiffOpts{})

@@ -12,8 +12,8 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
-	"github.com/containerd/continuity/fs"
 	"github.com/containerd/containerd/v2/pkg/filters"
+	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 
 	"github.com/erofs-vm/containerd-erofs/internal/layout"

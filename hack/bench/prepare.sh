@@ -2,7 +2,8 @@
 # Prepare latency of a writable snapshot over a 3- and a 64-layer parent:
 # erofs-vm (block mode, ext4 rwlayer.img) and containerd's overlayfs
 # snapshotter, in the same run, plus the ways to make the ext4 writable layer
-# and the cost of an extract Commit (fsmeta + VMDK) by stack depth.
+# and the cost of an extract Commit (layer check, record; its merged disk is
+# built at the first use instead, see deep.sh) by stack depth.
 # Drives BenchmarkPrepare, BenchmarkRWLayer and BenchmarkCommit in
 # ./snapshotter and prints markdown tables with ratios. Needs root (loop
 # devices, mounts).
@@ -47,7 +48,7 @@ END {
 }' "$out"
 
 echo
-echo "### Commit of an extract snapshot: layer check, fsmeta.erofs, merged.vmdk, chattr +i, record ($n runs each, ms)"
+echo "### Commit of an extract snapshot: layer check, chattr +i, record; no merged disk, which the first use builds ($n runs each, ms)"
 echo
 echo "| layers below | p50 | p99 |"
 echo "|---:|---:|---:|"
