@@ -6,13 +6,9 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/diff"
-	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -40,23 +36,5 @@ func BenchmarkApplyTinyLayer(b *testing.B) {
 	if err := content.WriteBlob(context.Background(), f.store, "bench-tiny", bytes.NewReader(gz.Bytes()), desc); err != nil {
 		b.Fatal(err)
 	}
-	for _, applier := range []struct {
-		name string
-		a    diff.Applier
-	}{{"erofs-vm", f.d}, {"walking", apply.NewFileSystemApplier(f.store)}} {
-		b.Run(applier.name, func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				dir := filepath.Join(b.TempDir(), "snap")
-				os.Mkdir(dir, 0o700)
-				if applier.name == "erofs-vm" {
-					os.WriteFile(filepath.Join(dir, ".erofslayer"), nil, 0o644)
-				}
-				b.StartTimer()
-				if _, err := applier.a.Apply(context.Background(), desc, bindOf(dir)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	benchAppliers(b, f, desc, false)
 }
