@@ -189,7 +189,7 @@ func TestImmutable(t *testing.T) {
 		if err := s.Remove(ctx, "use-l2"); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []string{"layer.erofs", "fsmeta.erofs", "merged.vmdk"} {
+		for _, f := range []string{"layer.erofs", "fsmeta.erofs", "layers.manifest", "merged.vmdk"} {
 			p := filepath.Join(dirs[1], f)
 			got, err := isImmutable(p)
 			if err != nil || got != on {
@@ -247,7 +247,7 @@ func TestUsage(t *testing.T) {
 	if _, err := s.View(ctx, "use-l2", "l2"); err != nil {
 		t.Fatal(err)
 	}
-	files = append(files, filepath.Join(dirs[1], "fsmeta.erofs"), filepath.Join(dirs[1], "merged.vmdk"))
+	files = append(files, filepath.Join(dirs[1], "fsmeta.erofs"), filepath.Join(dirs[1], "layers.manifest"), filepath.Join(dirs[1], "merged.vmdk"))
 	check("after first use")
 }
 

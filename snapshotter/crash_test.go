@@ -75,7 +75,7 @@ func TestCrash(t *testing.T) {
 	}{
 		{"prepare", []string{"create:populated", "create:renamed", "create:recorded"}, verifyPrepare("l2")},
 		// l3 was never used as a parent: this Prepare builds its merged disk.
-		{"prepare-first-use", []string{"merge:fsmeta-written", "merge:vmdk-written", "merge:immutable-set", "create:populated", "create:renamed", "create:recorded"}, verifyPrepare("l3")},
+		{"prepare-first-use", []string{"merge:fsmeta-written", "merge:manifest-written", "merge:vmdk-written", "merge:immutable-set", "create:populated", "create:renamed", "create:recorded"}, verifyPrepare("l3")},
 		{"commit-writable", []string{"commit:upper-mounted", "commit:layer-ready", "commit:immutable-set", "commit:recorded"}, verifyCommit("w", "written in w")},
 		{"commit-extract", []string{"commit:layer-ready", "commit:immutable-set", "commit:recorded"}, verifyCommit("x", "x")},
 		{"remove", []string{"remove:recorded", "remove:unflagged", "remove:deleted"}, verifyRemove},

@@ -1,11 +1,13 @@
 package snapshotter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -34,8 +36,9 @@ import (
 // VMDK's presence (withMergedLabels says why), so there is no window where
 // record and files disagree. A mount shape once handed out never changes.
 
-// mergedFiles are the files the merged disk adds to a committed snapshot.
-var mergedFiles = []string{layout.FSMetaFile, layout.VMDKFile}
+// mergedFiles are the files the merged disk adds to a committed snapshot,
+// in the order they are written: the VMDK last.
+var mergedFiles = []string{layout.FSMetaFile, layout.ManifestFile, layout.VMDKFile}
 
 // ensureMerged gives the committed snapshot named parent its merged disk if
 // it has parents and none yet. Concurrent callers for the same parent
@@ -121,17 +124,38 @@ func (s *Snapshotter) flagMerged(id, parent string) error {
 		return nil
 	}
 	for _, f := range mergedFiles {
-		if err := setImmutable(filepath.Join(s.dir(id), f), true); err != nil {
+		// A disk built before layers.manifest existed has none.
+		if err := setImmutable(filepath.Join(s.dir(id), f), true); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("merged disk of %q: set immutable: %w", parent, err)
 		}
 	}
 	return nil
 }
 
+// layersManifest is spinbox's layers.manifest for a merged disk over layers
+// (oldest first): one line per device= of the mount, in that order,
+// "sha256:<hex>" for a file named sha256-<hex>.erofs and "blob:<basename>"
+// for any other. spinbox compares it with the mount's device= list before
+// it attaches merged.vmdk and refuses a mismatch as a stale disk; a missing
+// manifest it accepts, so writing one makes its guard live for our disks.
+func layersManifest(layers []string) []byte {
+	var b bytes.Buffer
+	for _, l := range layers {
+		base := filepath.Base(l)
+		if hex, ok := strings.CutSuffix(strings.TrimPrefix(base, "sha256-"), ".erofs"); ok && strings.HasPrefix(base, "sha256-") {
+			fmt.Fprintf(&b, "sha256:%s\n", hex)
+		} else {
+			fmt.Fprintf(&b, "blob:%s\n", base)
+		}
+	}
+	return b.Bytes()
+}
+
 // writeMerged writes dir/fsmeta.erofs over layers (oldest first, the
-// snapshot's own layer last) and then dir/merged.vmdk over
-// [fsmeta.erofs, layers...]. Both appear by temp+fsync+rename, the VMDK
-// last: a VMDK present means its fsmeta is complete.
+// snapshot's own layer last), then dir/layers.manifest, then
+// dir/merged.vmdk over [fsmeta.erofs, layers...]. Each appears by
+// temp+fsync+rename, the VMDK last: a VMDK present means the others are
+// complete.
 func writeMerged(ctx context.Context, dir string, layers []string) error {
 	fsmetaPath := filepath.Join(dir, layout.FSMetaFile)
 	var meta *erofs.FSMeta
@@ -153,6 +177,11 @@ func writeMerged(ctx context.Context, dir string, layers []string) error {
 	for i, p := range parts {
 		files[i] = vmdk.File{Path: p.Path, Size: p.Size}
 	}
+	manifest := filepath.Join(dir, layout.ManifestFile)
+	if err := layout.WriteFileAtomic(manifest, layersManifest(layers), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", manifest, err)
+	}
+	testHook("merge:manifest-written")
 	if err := vmdk.WriteFile(filepath.Join(dir, layout.VMDKFile), files); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, layout.VMDKFile), err)
 	}

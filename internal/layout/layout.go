@@ -25,6 +25,9 @@ const (
 	FSMetaFile = "fsmeta.erofs"
 	// VMDKFile is the flat VMDK descriptor over FSMetaFile and every layer.
 	VMDKFile = "merged.vmdk"
+	// ManifestFile lists the layers of VMDKFile for the VM runtime's
+	// stale-disk check (docs/design.md §4).
+	ManifestFile = "layers.manifest"
 	// RWLayerFile is the ext4 image of a writable snapshot in block mode.
 	RWLayerFile = "rwlayer.img"
 	// RWDir holds upper/ and work/ of a writable snapshot in overlay mode.
