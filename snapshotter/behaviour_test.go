@@ -374,3 +374,27 @@ func TestExtractMarker(t *testing.T) {
 		})
 	}
 }
+
+// TestLayerOrderFromParent: Commit takes the order of the stack below from
+// the parent's layer-order label (one lookup, however deep), and walks the
+// chain when an Update dropped that label.
+func TestLayerOrderFromParent(t *testing.T) {
+	requireHost(t)
+	s, _ := newTestSnapshotter(t, Config{})
+	ctx := testContext(t)
+	stack(t, s, 3)
+	want := []string{fakeDigest("l1"), fakeDigest("l2"), fakeDigest("l3"), fakeDigest("l4")}
+	extractLayer(t, ctx, s, "l4", "l3", map[string]string{"four": "4"})
+	if got, err := DecodeLayerOrder(s.mustLabel(t, "l4", LabelLayerOrder)); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("l4 layer order %v (%v), want %v", got, err, want)
+	}
+	if _, err := s.Update(ctx, snapshots.Info{Name: "l4", Labels: map[string]string{"only": "this"}}, "labels"); err != nil {
+		t.Fatal(err)
+	}
+	extractLayer(t, ctx, s, "l5", "l4", map[string]string{"five": "5"})
+	got, err := DecodeLayerOrder(s.mustLabel(t, "l5", LabelLayerOrder))
+	// l4's own diff ID went with its labels: the walk names it by id.
+	if err != nil || len(got) != 5 || !reflect.DeepEqual(got[:3], want[:3]) || !strings.HasPrefix(got[3], LayerOrderUnknownPrefix) || got[4] != fakeDigest("l5") {
+		t.Fatalf("l5 layer order %v (%v) after l4's labels were dropped", got, err)
+	}
+}

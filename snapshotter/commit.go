@@ -57,7 +57,7 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	var (
 		id    string
 		info  snapshots.Info
-		chain []ancestor
+		below []string // layer order of the stack under this one, oldest first
 	)
 	if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
 		id, info, _, err = storage.GetInfo(ctx, key)
@@ -74,7 +74,7 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 			}
 			parent = base.Parent
 		}
-		chain, err = ancestors(ctx, parent)
+		below, err = stackOrder(ctx, parent)
 		return err
 	}); err != nil {
 		return err
@@ -155,23 +155,10 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	}
 	testHook("commit:layer-ready")
 
-	layers := make([]string, 0, len(chain)+1)
-	order := make([]string, 0, len(chain)+1)
-	for i := len(chain) - 1; i >= 0; i-- {
-		a := chain[i]
-		layers = append(layers, s.layerPath(a.id))
-		if d := a.info.Labels[LabelLayerDigest]; d != "" {
-			order = append(order, d)
-		} else {
-			order = append(order, LayerOrderUnknownPrefix+a.id)
-		}
-	}
-	layers = append(layers, s.layerPath(id))
-	order = append(order, ownDiffID)
-
+	order := append(below[:len(below):len(below)], ownDiffID)
 	files := []string{s.layerPath(id)}
 	layerReady := time.Now()
-	if len(chain) > 0 {
+	if len(below) > 0 {
 		// The merged disk itself is built at the first use of this
 		// snapshot as a parent (fsmeta.go), so an unpack's intermediate
 		// layers never pay for one; the order of its layers is known now.
@@ -190,7 +177,7 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 		}
 	}
 	own[LabelLayerBlobPath] = s.layerPath(id)
-	own[LabelMountType] = committedMountType(len(layers))
+	own[LabelMountType] = committedMountType(len(order))
 	if s.cfg.SetImmutable {
 		for _, f := range files {
 			if err := setImmutable(f, true); err != nil {
@@ -235,10 +222,52 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, opts []snaps
 	log.G(ctx).WithFields(log.Fields{
 		"d":      time.Since(start),
 		"layer":  layerReady.Sub(start), // validate, or convert the upper
-		"layers": len(layers),
+		"layers": len(order),
 		"id":     id,
 	}).Debug("erofs-vm: snapshot committed")
 	return nil
+}
+
+// stackOrder returns the layer order (diff IDs, oldest first) of the
+// committed stack that ends at parent: its layer-order label, or a base
+// layer's own entry. One lookup however deep the stack, where walking the
+// chain made every Commit of an N-layer unpack cost O(N). A stack whose
+// label an Update dropped is walked instead.
+func stackOrder(ctx context.Context, parent string) ([]string, error) {
+	if parent == "" {
+		return nil, nil
+	}
+	id, info, _, err := storage.GetInfo(ctx, parent)
+	if err != nil {
+		return nil, fmt.Errorf("parent %q: %w", parent, err)
+	}
+	if info.Kind != snapshots.KindCommitted {
+		return nil, fmt.Errorf("parent %q is %v, not committed: %w", parent, info.Kind, errdefs.ErrFailedPrecondition)
+	}
+	if info.Parent == "" {
+		return []string{layerOrderEntry(id, info)}, nil
+	}
+	if order, err := DecodeLayerOrder(info.Labels[LabelLayerOrder]); err == nil && len(order) > 1 {
+		return order, nil
+	}
+	chain, err := ancestors(ctx, parent)
+	if err != nil {
+		return nil, err
+	}
+	order := make([]string, 0, len(chain))
+	for i := len(chain) - 1; i >= 0; i-- {
+		order = append(order, layerOrderEntry(chain[i].id, chain[i].info))
+	}
+	return order, nil
+}
+
+// layerOrderEntry is a committed layer's entry in a layer order: its diff
+// ID, or snapshot:<id> when that is unknown (a layer from a container).
+func layerOrderEntry(id string, info snapshots.Info) string {
+	if d := info.Labels[LabelLayerDigest]; d != "" {
+		return d
+	}
+	return LayerOrderUnknownPrefix + id
 }
 
 // ancestors returns the committed chain from parent down to the base,
