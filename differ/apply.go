@@ -19,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/decompress"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
@@ -110,7 +111,7 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 	// igzip or unpigz when on PATH (several times faster than any Go
 	// inflate) unless the blob is small; gzip/zstd/plain is detected from
 	// the magic.
-	dc, err := decompress(ctx, buffered, desc.Size)
+	dc, _, err := decompress.Open(ctx, buffered, desc.Size)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("decompress: %w", err)
 	}

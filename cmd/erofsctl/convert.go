@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 
 	"github.com/erofs-vm/containerd-erofs/erofs"
+	"github.com/erofs-vm/containerd-erofs/internal/decompress"
 	"github.com/erofs-vm/containerd-erofs/internal/layout"
 )
 
@@ -54,24 +56,29 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 
 	var src io.Reader = stdin
+	size := int64(-1)
 	if in != "-" {
 		f, err := os.Open(in)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
 		src = f
 	}
-	// Gzip and zstd are detected by their magic; containerd runs igzip or
-	// unpigz for gzip when they are on PATH, the fastest inflaters here.
-	dec, err := compression.DecompressStream(src)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// The differ's decompression: gzip and zstd detected by their magic,
+	// igzip or unpigz for gzip when on PATH (containerd's choice), fed
+	// through 1 MiB pipes.
+	dec, kind, err := decompress.Open(ctx, bufio.NewReaderSize(src, 1<<20), size)
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
 	defer dec.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	start := time.Now()
 	stats, err := convertAtomic(ctx, *out, dec, !*noSync)
 	if err != nil {
@@ -81,7 +88,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		d := time.Since(start)
 		fmt.Fprintf(stdout, "%s: %d entries, %d inodes, %d data bytes, image %d bytes, %.3fs, %.0f MB/s (%s input)\n",
 			*out, stats.Entries, stats.Inodes, stats.DataBytes, stats.ImageBytes, d.Seconds(),
-			float64(stats.DataBytes)/1e6/d.Seconds(), compressionName(dec.GetCompression()))
+			float64(stats.DataBytes)/1e6/d.Seconds(), compressionName(kind))
 		for _, s := range stats.Skipped {
 			fmt.Fprintf(stdout, "skipped %s\n", s)
 		}

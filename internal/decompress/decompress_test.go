@@ -1,4 +1,4 @@
-package differ
+package decompress
 
 import (
 	"bufio"
@@ -82,7 +82,7 @@ func randomBytes(n int, seed uint64) []byte {
 
 func readAllFrom(ctx context.Context, t *testing.T, blob io.Reader, inflater string) ([]byte, error) {
 	t.Helper()
-	rc, err := decompressWith(ctx, bufio.NewReaderSize(blob, blobBufferSize), inflater)
+	rc, err := decompressWith(ctx, bufio.NewReaderSize(blob, 1<<20), inflater)
 	if err != nil {
 		return nil, err
 	}
