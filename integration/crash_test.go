@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/erofs-vm/containerd-erofs/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -43,6 +44,10 @@ const (
 	opCommit = "commit" // Commit of a writable snapshot whose rwlayer holds changes (conversion, fsmeta, VMDK)
 	opRemove = "remove" // Remove of every snapshot of the namespace, children first, then GC (erofs-vm's Remove runs there)
 	opGC     = "gc"     // image delete with a synchronous GC
+	// opFirstUse is a View of a committed snapshot whose merged disk was
+	// never built: the build (fsmeta, layers.manifest, VMDK) runs under
+	// the kill (docs/design.md §4).
+	opFirstUse = "first-use"
 )
 
 // crashRun is the state of one harness run.
@@ -66,6 +71,8 @@ type crashRun struct {
 
 	// pending is the writable snapshot prepareCommit made for opCommit.
 	pending *pendingCommit
+	// firstUse is the parent opFirstUse views, chosen before the kill.
+	firstUse string
 
 	stats map[string]int
 	// step names what the harness is doing, for failure messages;
@@ -164,13 +171,16 @@ func TestCrashConsistency(t *testing.T) {
 	r.chain = rcChain(t, r.ctx(), r.c, rcImage)
 
 	// Calibrate: each operation once, uncrashed.
-	for _, op := range []string{opUnpack, opCommit, opCommit, opRemove, opUnpack, opGC} {
+	for _, op := range []string{opUnpack, opCommit, opCommit, opFirstUse, opRemove, opUnpack, opGC} {
 		r.step = "calibration " + op
 		if op == opUnpack && r.imageMissing() {
 			rcImport(t, r.ctx(), r.c, archive)
 		}
 		if op == opCommit {
 			r.prepareCommit()
+		}
+		if op == opFirstUse && !r.prepareFirstUse() {
+			r.fatalf("calibration: no committed snapshot left whose merged disk was never built")
 		}
 		start := time.Now()
 		if err := r.run(op); err != nil {
@@ -179,8 +189,9 @@ func TestCrashConsistency(t *testing.T) {
 		r.window[op] = time.Since(start)
 		r.after(op, nil)
 	}
-	t.Logf("operation times uncrashed: unpack %v, commit %v, remove %v, gc %v",
+	t.Logf("operation times uncrashed: unpack %v, commit %v, first use %v, remove %v, gc %v",
 		r.window[opUnpack].Round(time.Millisecond), r.window[opCommit].Round(time.Millisecond),
+		r.window[opFirstUse].Round(time.Millisecond),
 		r.window[opRemove].Round(time.Millisecond), r.window[opGC].Round(time.Millisecond))
 
 	start := time.Now()
@@ -199,6 +210,12 @@ func TestCrashConsistency(t *testing.T) {
 		delay := time.Duration(r.rng.Int63n(int64(span) + 1))
 		done := make(chan error, 1)
 		if op == opCommit {
+			r.prepareCommit()
+		}
+		if op == opFirstUse && !r.prepareFirstUse() {
+			op = opCommit // nothing left to use for the first time
+			span = r.window[op] * 5 / 4
+			delay = time.Duration(r.rng.Int63n(int64(span) + 1))
 			r.prepareCommit()
 		}
 		go func() { done <- r.run(op) }()
@@ -245,8 +262,10 @@ func (r *crashRun) choose() string {
 		return opUnpack
 	}
 	switch n := r.rng.Intn(20); {
-	case n < 10:
+	case n < 8:
 		return opCommit
+	case n < 11:
+		return opFirstUse
 	case n < 16:
 		return opRemove
 	default:
@@ -363,8 +382,36 @@ func (r *crashRun) run(op string) error {
 		return rcGC(ctx, r.c)
 	case opGC:
 		return rcDeleteImage(ctx, r.c, rcImage)
+	case opFirstUse:
+		_, err := sn.View(r.leased(), crashFirstUseView, r.firstUse)
+		return err
 	}
 	return fmt.Errorf("unknown op %q", op)
+}
+
+// crashFirstUseView is the key of opFirstUse's View.
+const crashFirstUseView = "first-use-view"
+
+// prepareFirstUse picks a committed snapshot with parents whose merged disk
+// was never built (a container layer no one used since its Commit, or an
+// image layer after a fresh unpack) for opFirstUse; false if none.
+func (r *crashRun) prepareFirstUse() bool {
+	infos, err := rcSnapshots(r.ctx(), r.c)
+	if err != nil {
+		r.fatalf("walk snapshots: %v", err)
+	}
+	var cands []string
+	for n, i := range infos {
+		if i.Kind == snapshots.KindCommitted && i.Parent != "" && i.Labels[snapshotter.LabelFSMetaReady] == "" {
+			cands = append(cands, n)
+		}
+	}
+	if len(cands) == 0 {
+		return false
+	}
+	sort.Strings(cands)
+	r.firstUse = cands[r.rng.Intn(len(cands))]
+	return true
 }
 
 // removeAll removes every snapshot of the namespace, children first.
@@ -484,6 +531,27 @@ func (r *crashRun) after(op string, opErr error) {
 		}
 		r.expect[p.name] = p.tree
 		r.pending = nil
+	}
+	if op == opFirstUse {
+		// Cut or not, a View now must get the whole disk: the next use
+		// rebuilds what the kill cut short. Then read the parent again
+		// through the disk it has now.
+		if _, err := sn.Stat(r.leased(), crashFirstUseView); errdefs.IsNotFound(err) {
+			if _, err := sn.View(r.leased(), crashFirstUseView, r.firstUse); err != nil {
+				r.errorf("View of %s after a crash in its first use: %v", r.firstUse, err)
+			}
+		}
+		if info, err := sn.Stat(r.leased(), r.firstUse); err != nil || info.Labels[snapshotter.LabelFSMetaReady] != "true" {
+			r.errorf("%s after its first use: fsmeta-ready %q, %v", r.firstUse, info.Labels[snapshotter.LabelFSMetaReady], err)
+		}
+		if err := sn.Remove(r.leased(), crashFirstUseView); err != nil && !errdefs.IsNotFound(err) {
+			r.errorf("remove %s: %v", crashFirstUseView, err)
+		}
+		for k := range r.verified {
+			if strings.HasSuffix(k, "/"+r.firstUse) {
+				delete(r.verified, k)
+			}
+		}
 	}
 	if op == opRemove {
 		for k := range r.expect {
