@@ -30,12 +30,16 @@ type ancestor struct {
 // Everything slow happens first, outside any write transaction, in the
 // snapshot's own directory (its id does not change): an extract snapshot's
 // layer.erofs is validated; a writable one's upper is converted into
-// layer.erofs; the layer is flagged immutable if configured. The merged
-// disk over the parents (fsmeta.erofs, merged.vmdk) is not built here but
-// at the first Prepare or View that uses this snapshot (ensureMerged). Then one write transaction
-// records the commit with the §5 labels. A crash before it leaves the
-// snapshot active with extra files a retried Commit replaces; after it, a
-// complete committed snapshot.
+// layer.erofs; the layer is flagged immutable if configured. Then one
+// write transaction records the commit with the §5 labels. A crash before
+// it leaves the snapshot active with extra files a retried Commit
+// replaces; after it, a complete committed snapshot. The merged disk over
+// the parents (fsmeta.erofs, merged.vmdk) is not built here but at the
+// first Prepare or View that uses this snapshot (ensureMerged).
+//
+// In block mode a writable snapshot's rwlayer.img is read only under the
+// commit gate (internal/commitgate), unless the caller's labels say the VM
+// is quiesced.
 //
 // A parent given with snapshots.WithParent to a snapshot prepared without
 // one (the unpacker's parallel mode) rebases it onto that parent's chain.

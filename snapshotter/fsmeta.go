@@ -42,7 +42,7 @@ var mergedFiles = []string{layout.FSMetaFile, layout.ManifestFile, layout.VMDKFi
 
 // ensureMerged gives the committed snapshot named parent its merged disk if
 // it has parents and none yet. Concurrent callers for the same parent
-// serialise on its id lock; the later ones find the label and return.
+// serialise on its id lock; the later ones find the VMDK and return.
 func (s *Snapshotter) ensureMerged(ctx context.Context, parent string) error {
 	var (
 		id    string
@@ -89,8 +89,8 @@ func (s *Snapshotter) ensureMerged(ctx context.Context, parent string) error {
 	}
 	start := time.Now()
 	dir := s.dir(id)
-	// Files of a build a crash cut short: no mount named them (the label
-	// was never recorded), so they are replaced; lift their flags first.
+	// Files of a build a crash cut short: no mount named them (there is
+	// no VMDK), so they are replaced; lift their flags first.
 	for _, f := range mergedFiles {
 		if err := setImmutable(filepath.Join(dir, f), false); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("merged disk of %q: %w", parent, err)
