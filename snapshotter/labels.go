@@ -28,9 +28,12 @@ const (
 	// LabelLayerOrder is the JSON array of the stack's diff IDs, oldest
 	// first: the order of the layers in merged.vmdk.
 	LabelLayerOrder = LabelPrefix + "layer-order"
-	// LabelFSMetaReady is "true" once fsmeta.erofs and merged.vmdk exist.
+	// LabelFSMetaReady is "true" once fsmeta.erofs, layers.manifest and
+	// merged.vmdk exist. Derived from the files at Stat and Walk, never
+	// stored: the disk is built after Commit (docs/design.md §4).
 	LabelFSMetaReady = LabelPrefix + "fsmeta-ready"
-	// LabelFSMetaLayers is the number of layers in the fsmeta, decimal.
+	// LabelFSMetaLayers is the number of layers in the fsmeta, decimal;
+	// derived like LabelFSMetaReady.
 	LabelFSMetaLayers = LabelPrefix + "fsmeta-layers"
 	// LabelMountType is the shape Mounts returns: the mount types in order,
 	// comma-separated (e.g. "format/erofs,ext4" for a writable snapshot
