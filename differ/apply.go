@@ -103,9 +103,9 @@ func (d *Differ) applyTo(ctx context.Context, dir string, desc ocispec.Descripto
 		defer func() { progress(pr.n) }()
 		blob = pr
 	}
-	// A small blob gets a buffer of its size (never below bufio's 16-byte
-	// minimum that the magic detection peeks into): zeroing 1 MiB per
-	// layer is measurable when a deep image has a hundred small ones.
+	// A small blob gets a buffer of about its size (4 KiB at least):
+	// zeroing 1 MiB per layer is measurable when a deep image has a
+	// hundred small ones.
 	buffered := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: blob}, int(min(max(desc.Size, 4096), blobBufferSize)))
 
 	// igzip or unpigz when on PATH (several times faster than any Go
