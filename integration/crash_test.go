@@ -732,7 +732,7 @@ func crashProbeArchive(t *testing.T) string {
 		zw := gzip.NewWriter(&z)
 		zw.Write(b.Bytes())
 		zw.Close()
-		return ociLayer{blob: z.Bytes(), mediaType: ocispec.MediaTypeImageLayerGzip, diffID: digest.FromBytes(b.Bytes())}
+		return ociLayer{Blob: z.Bytes(), MediaType: ocispec.MediaTypeImageLayerGzip, DiffID: digest.FromBytes(b.Bytes())}
 	}
 	return ociArchive(t, crashProbe, []ociLayer{layer("etc/", "etc/probe"), layer("etc/", "etc/probe2", "usr/", "usr/x")})
 }

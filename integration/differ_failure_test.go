@@ -112,7 +112,7 @@ func TestDifferApplyFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			name := "docker.io/library/differ-bad:" + strings.ReplaceAll(tc.name, " ", "-")
 			archive := ociArchive(t, name, []ociLayer{tc.layer})
-			blob := digest.FromBytes(tc.layer.blob)
+			blob := digest.FromBytes(tc.layer.Blob)
 			out, err := d.Ctr(t, "images", "import", "--snapshotter", "erofs-vm", archive)
 			if err == nil {
 				t.Fatalf("import of a bad layer succeeded:\n%s", out)

@@ -1,11 +1,7 @@
 package integration
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/erofs-vm/containerd-erofs/differ/difftest"
 	"github.com/erofs-vm/containerd-erofs/erofs"
@@ -163,66 +157,16 @@ func differTree(t testing.TB, root string, opts difftest.Options) map[string]dif
 	return tree
 }
 
-// ociArchive builds an OCI image layout archive (what `ctr images import`
-// reads) of one image whose layers are the given blobs, with diffIDs as
-// the config's rootfs (they need not match: that is what some tests test).
-type ociLayer struct {
-	blob      []byte
-	mediaType string
-	diffID    digest.Digest
-}
+// ociLayer is a layer of ociArchive's image.
+type ociLayer = ArchiveLayer
 
+// ociArchive writes an OCI image layout archive (what `ctr images import`
+// reads) of one image whose layers are the given blobs into a temp dir and
+// returns its path.
 func ociArchive(t *testing.T, name string, layers []ociLayer) string {
 	t.Helper()
-	blobs := map[digest.Digest][]byte{}
-	put := func(b []byte) ocispec.Descriptor {
-		d := digest.FromBytes(b)
-		blobs[d] = b
-		return ocispec.Descriptor{Digest: d, Size: int64(len(b))}
-	}
-	cfg := ocispec.Image{
-		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
-		RootFS:   ocispec.RootFS{Type: "layers"},
-	}
-	var mf ocispec.Manifest
-	mf.SchemaVersion = 2
-	mf.MediaType = ocispec.MediaTypeImageManifest
-	for _, l := range layers {
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID)
-		d := put(l.blob)
-		d.MediaType = l.mediaType
-		mf.Layers = append(mf.Layers, d)
-	}
-	cb, _ := json.Marshal(cfg)
-	mf.Config = put(cb)
-	mf.Config.MediaType = ocispec.MediaTypeImageConfig
-	mb, _ := json.Marshal(mf)
-	md := put(mb)
-	md.MediaType = ocispec.MediaTypeImageManifest
-	md.Annotations = map[string]string{"io.containerd.image.name": name, ocispec.AnnotationRefName: "latest"}
-	md.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
-	idx := ocispec.Index{Manifests: []ocispec.Descriptor{md}, MediaType: ocispec.MediaTypeImageIndex}
-	idx.SchemaVersion = 2
-	ib, _ := json.Marshal(idx)
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(n string, b []byte) {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(b)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", ib)
-	for d, b := range blobs {
-		add(fmt.Sprintf("blobs/%s/%s", d.Algorithm(), d.Encoded()), b)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
 	p := filepath.Join(t.TempDir(), "image.oci.tar")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+	if err := WriteImageArchive(p, name, layers); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -20,11 +20,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -237,56 +235,11 @@ func smallLayers(n int) []layerBlob {
 	return out
 }
 
-// writeArchive writes an OCI image layout archive (what `ctr images
-// import` reads) of one linux/amd64 image with the given gzip layers.
+// writeArchive writes the image archive of the given gzip layers.
 func writeArchive(path, name string, layers []layerBlob) error {
-	blobs := map[digest.Digest][]byte{}
-	put := func(b []byte, mediaType string) ocispec.Descriptor {
-		d := digest.FromBytes(b)
-		blobs[d] = b
-		return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(b))}
+	al := make([]integration.ArchiveLayer, len(layers))
+	for i, l := range layers {
+		al[i] = integration.ArchiveLayer{Blob: l.gz, MediaType: ocispec.MediaTypeImageLayerGzip, DiffID: digest.FromBytes(l.tar)}
 	}
-	plat := ocispec.Platform{OS: "linux", Architecture: "amd64"}
-	cfg := ocispec.Image{Platform: plat, RootFS: ocispec.RootFS{Type: "layers"}}
-	mf := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest}
-	mf.SchemaVersion = 2
-	for _, l := range layers {
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, digest.FromBytes(l.tar))
-		mf.Layers = append(mf.Layers, put(l.gz, ocispec.MediaTypeImageLayerGzip))
-	}
-	cb, err := json.Marshal(cfg)
-	if err != nil {
-		return err
-	}
-	mf.Config = put(cb, ocispec.MediaTypeImageConfig)
-	mb, err := json.Marshal(mf)
-	if err != nil {
-		return err
-	}
-	md := put(mb, ocispec.MediaTypeImageManifest)
-	md.Platform = &plat
-	md.Annotations = map[string]string{images.AnnotationImageName: name, ocispec.AnnotationRefName: "latest"}
-	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{md}}
-	idx.SchemaVersion = 2
-	ib, err := json.Marshal(idx)
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(f)
-	add := func(n string, b []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(b)
-		return err
-	}
-	err = errors.Join(add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)), add("index.json", ib))
-	for _, d := range slices.Sorted(maps.Keys(blobs)) {
-		err = errors.Join(err, add(fmt.Sprintf("blobs/%s/%s", d.Algorithm(), d.Encoded()), blobs[d]))
-	}
-	return errors.Join(err, tw.Close(), f.Close())
+	return integration.WriteImageArchive(path, name, al)
 }
